@@ -1,0 +1,134 @@
+"""Build the web application and run it: relay, writer, statistics.
+
+`build_app` wires the pieces together and owns their start and stop order;
+`serve` runs one process until SIGTERM or Ctrl-C, finishing in-flight
+requests and writing every pending row before it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+
+from aiohttp import web
+
+from lms_metrics_proxy.api import setup_api
+from lms_metrics_proxy.api.metrics import Metrics
+from lms_metrics_proxy.config import Settings
+from lms_metrics_proxy.relay.proxy import Relay
+from lms_metrics_proxy.store.database import Database, open_database
+from lms_metrics_proxy.store.record import Record
+from lms_metrics_proxy.store.writer import Writer
+
+logger = logging.getLogger(__name__)
+
+DATABASE_KEY = web.AppKey("database", Database)
+WRITER_KEY = web.AppKey("writer", Writer)
+RELAY_KEY = web.AppKey("relay", Relay)
+
+
+class Pieces:
+    """The long-lived parts of one proxy process, started in order."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.database: Database | None = None
+        self.writer: Writer | None = None
+        self.metrics = Metrics()
+        self.relay = Relay(settings, self.observe)
+
+    def observe(self, record: Record, tracked: bool) -> None:
+        """Take one finished request: count it, and queue its row if tracked."""
+        self.metrics.observe(record)
+        if tracked and self.writer is not None:
+            self.writer.put(record)
+
+    async def start(self) -> None:
+        self.database = await open_database(self.settings)
+        logger.info("Database initialized at %s", self.settings.database_label)
+        self.writer = Writer(self.database, max_rows=self.settings.queue_max_rows)
+        await self.writer.start()
+        await self.relay.start()
+
+    async def stop(self) -> None:
+        await self.relay.stop()
+        if self.writer is not None:
+            await self.writer.stop()
+        if self.database is not None:
+            await self.database.close()
+
+
+def build_app(settings: Settings) -> web.Application:
+    """Return the aiohttp application: statistics routes, then the relay."""
+    pieces = Pieces(settings)
+    app = web.Application(client_max_size=settings.max_request_bytes)
+
+    async def lifecycle(app: web.Application) -> object:
+        await pieces.start()
+        assert pieces.database is not None and pieces.writer is not None
+        app[DATABASE_KEY] = pieces.database
+        app[WRITER_KEY] = pieces.writer
+        yield
+        await pieces.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    app[RELAY_KEY] = pieces.relay
+    setup_api(app, pieces, settings)
+    app.router.add_route("*", "/{tail:.*}", pieces.relay.handle)
+    return app
+
+
+async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
+    """Run the proxy until SIGTERM or SIGINT, then shut down gracefully."""
+    logger.info(
+        "Starting token counter proxy on port %s with LM Studio at %s",
+        settings.port,
+        settings.upstream_url,
+    )
+    if not settings.is_loopback and settings.stats_token is None:
+        logger.warning(
+            "Listening on %s without STATS_TOKEN: anyone on the network can read "
+            "the stored prompts; set STATS_TOKEN or bind 127.0.0.1",
+            settings.host,
+        )
+    runner = web.AppRunner(
+        build_app(settings),
+        access_log=None,
+        handler_cancellation=True,
+        auto_decompress=False,
+        shutdown_timeout=settings.shutdown_grace,
+    )
+    await runner.setup()
+    site = _site(runner, settings, sock)
+    await site.start()
+    logger.info("Proxy server listening on %s:%s", settings.host, settings.port)
+    await _wait_for_signal()
+    logger.info("Shutting down: finishing requests in flight and writing pending rows")
+    await runner.cleanup()
+    logger.info("Stopped")
+
+
+def _site(
+    runner: web.AppRunner, settings: Settings, sock: socket.socket | None
+) -> web.BaseSite:
+    if sock is not None:
+        return web.SockSite(runner, sock)
+    return web.TCPSite(
+        runner,
+        settings.host,
+        settings.port,
+        reuse_port=settings.workers > 1 or None,
+        backlog=1024,
+    )
+
+
+async def _wait_for_signal() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    await stop.wait()

@@ -1,0 +1,370 @@
+"""The hot path: forward one request, stream the answer back, meter it.
+
+Each body chunk goes to the client first and to the meter second; the only
+bytes ever held back are those of an unfinished SSE event while the proxy
+removes a usage event it asked for itself. At the end one Record is handed to
+the observers (the writer's queue, the metrics); nothing here waits for the
+database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import aiohttp
+import orjson
+from aiohttp import web
+from yarl import URL
+
+from lms_metrics_proxy.config import Settings
+from lms_metrics_proxy.errors import UpstreamError, UpstreamTimeout
+from lms_metrics_proxy.relay.headers import (
+    REQUEST_DROPPED,
+    RESPONSE_DROPPED,
+    forward_headers,
+)
+from lms_metrics_proxy.relay.recorder import Outcome, Timeline, build_record, now_utc
+from lms_metrics_proxy.store.record import Record
+from lms_metrics_proxy.usage import Exchange, Meter, Usage, inject_usage, inspect_request
+
+logger = logging.getLogger(__name__)
+
+Observer = Callable[[Record, bool], None]
+
+# Headers aiohttp's client would add on its own; the server must get only
+# what the client sent.
+SKIP_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
+READ_CHUNK = 2**16
+# Error bodies read to decide on the stream_options retry are small.
+MAX_REJECTION_BYTES = 2**16
+
+
+class RequestTooLarge(Exception):
+    """The request body passed MAX_REQUEST_BYTES."""
+
+
+class Relay:
+    """Forward requests to the model server and account for every one."""
+
+    def __init__(self, settings: Settings, observe: Observer) -> None:
+        self.settings = settings
+        self.observe = observe
+        self.upstream = URL(settings.upstream_url)
+        self.inject = settings.inject_stream_usage
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Open the pooled upstream connections."""
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=self.settings.upstream_connect_timeout,
+            sock_read=self.settings.upstream_read_timeout,
+        )
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=300)
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=SKIP_AUTO_HEADERS,
+        )
+
+    async def stop(self) -> None:
+        """Close the upstream connections."""
+        if self.session is not None:
+            await self.session.close()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Relay one request; the aiohttp handler for every proxied path."""
+        timeline = Timeline(wall_start=now_utc(), start=asyncio.get_running_loop().time())
+        try:
+            body = await self._read_body(request)
+        except RequestTooLarge:
+            return self._refuse_large(request, timeline)
+        exchange = inspect_request(request.method, request.path, body)
+        outcome = Outcome(
+            status=0,
+            request_bytes=len(body),
+            client=request.headers.get("X-Client-Name"),
+        )
+        usage = Usage()
+        try:
+            return await self._relay(request, body, exchange, timeline, outcome, usage)
+        except asyncio.CancelledError:
+            # aiohttp cancels the handler when the client hangs up.
+            outcome.cancelled = True
+            if outcome.status == 0:
+                outcome.status = 499
+            raise
+        finally:
+            self._finish(exchange, usage, timeline, outcome)
+
+    async def _relay(
+        self,
+        request: web.Request,
+        body: bytes,
+        exchange: Exchange,
+        timeline: Timeline,
+        outcome: Outcome,
+        usage: Usage,
+    ) -> web.StreamResponse:
+        sent_body, injected = self._maybe_inject(body, exchange)
+        prefix = b""
+        try:
+            upstream = await self._open(request, sent_body)
+            if injected and upstream.status in (400, 422):
+                prefix = await _read_some(upstream)
+                if b"stream_options" in prefix:
+                    self._stop_injecting(upstream)
+                    injected, prefix = False, b""
+                    upstream = await self._open(request, body)
+        except UpstreamError as error:
+            outcome.status = error.status
+            outcome.proxy_error = str(error)
+            return error_response(error)
+        try:
+            return await self._stream(
+                request, upstream, exchange, timeline, outcome, usage, injected, prefix
+            )
+        finally:
+            upstream.close()
+
+    def _maybe_inject(self, body: bytes, exchange: Exchange) -> tuple[bytes, bool]:
+        if not (self.inject and exchange.can_inject):
+            return body, False
+        changed = inject_usage(body)
+        if changed is None:
+            return body, False
+        return changed, True
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.settings.max_request_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise RequestTooLarge
+        if not request.body_exists:
+            return b""
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLarge
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def _open(self, request: web.Request, body: bytes) -> aiohttp.ClientResponse:
+        assert self.session is not None, "Relay.start() was not awaited"
+        url = self.upstream.join(URL(request.raw_path, encoded=True))
+        headers = forward_headers(
+            request.headers.items(), REQUEST_DROPPED, request.headers.get("Connection")
+        )
+        try:
+            return await self.session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=body if body or request.body_exists else None,
+                allow_redirects=False,
+                compress=None,
+            )
+        except (TimeoutError, aiohttp.ServerTimeoutError) as error:
+            raise UpstreamTimeout(timeout_message(self.settings)) from error
+        except (aiohttp.ClientError, OSError) as error:
+            raise UpstreamError(unreachable_message(self.settings, error)) from error
+
+    def _stop_injecting(self, upstream: aiohttp.ClientResponse) -> None:
+        upstream.close()
+        self.inject = False
+        logger.warning(
+            "Model server refused stream_options; streams go unchanged until "
+            "restart upstream=%s",
+            self.settings.upstream_url,
+        )
+
+    async def _stream(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        exchange: Exchange,
+        timeline: Timeline,
+        outcome: Outcome,
+        usage: Usage,
+        injected: bool,
+        prefix: bytes,
+    ) -> web.StreamResponse:
+        encoding = upstream.headers.get("Content-Encoding")
+        meter = Meter(
+            exchange,
+            upstream.status,
+            upstream.headers.get("Content-Type"),
+            encoding,
+            self.settings.max_content_chars,
+        )
+        filtering = injected and not encoding
+        headers = forward_headers(
+            upstream.headers.items(), RESPONSE_DROPPED, upstream.headers.get("Connection")
+        )
+        if filtering:
+            headers.popall("Content-Length", None)
+        response = web.StreamResponse(
+            status=upstream.status, reason=upstream.reason, headers=headers
+        )
+        outcome.status = upstream.status
+        await response.prepare(request)
+        loop = asyncio.get_running_loop()
+        if prefix:
+            await response.write(prefix)
+            outcome.response_bytes += len(prefix)
+            meter.feed(prefix)
+        try:
+            async for chunk in upstream.content.iter_any():
+                if filtering:
+                    out = meter.filter(chunk)
+                    if out:
+                        await response.write(out)
+                        outcome.response_bytes += len(out)
+                else:
+                    await response.write(chunk)
+                    outcome.response_bytes += len(chunk)
+                    meter.feed(chunk)
+                if timeline.first_content is None and meter.has_content:
+                    timeline.first_content = loop.time()
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as error:
+            if isinstance(error, aiohttp.ClientConnectionResetError) or _client_gone(request):
+                outcome.cancelled = True
+                _fill(usage, meter.finish(cancelled=True))
+                return response
+            outcome.cut_short = True
+            outcome.proxy_error = cut_message(error)
+            logger.warning(
+                "Model server ended the answer early path=%s cause=%s",
+                exchange.endpoint,
+                outcome.proxy_error,
+            )
+            _fill(usage, meter.finish(cut_short=True))
+            _abort(request)
+            return response
+        except ConnectionResetError:
+            outcome.cancelled = True
+            _fill(usage, meter.finish(cancelled=True))
+            return response
+        except asyncio.CancelledError:
+            _fill(usage, meter.finish(cancelled=True))
+            raise
+        if filtering:
+            rest = meter.flush()
+            if rest:
+                await response.write(rest)
+                outcome.response_bytes += len(rest)
+        _fill(usage, meter.finish())
+        await response.write_eof()
+        return response
+
+    def _refuse_large(self, request: web.Request, timeline: Timeline) -> web.Response:
+        limit = self.settings.max_request_bytes
+        error = UpstreamError(
+            f"Request body is larger than MAX_REQUEST_BYTES ({limit} bytes); "
+            "raise MAX_REQUEST_BYTES to allow it"
+        )
+        error.status = 413
+        error.kind = "request_too_large"
+        exchange = inspect_request(request.method, request.path, b"")
+        outcome = Outcome(
+            status=413,
+            request_bytes=request.content_length or 0,
+            client=request.headers.get("X-Client-Name"),
+            proxy_error=str(error),
+        )
+        self._finish(exchange, Usage(), timeline, outcome)
+        response = error_response(error)
+        response.force_close()
+        return response
+
+    def _finish(
+        self, exchange: Exchange, usage: Usage, timeline: Timeline, outcome: Outcome
+    ) -> None:
+        timeline.end = asyncio.get_running_loop().time()
+        try:
+            record = build_record(
+                exchange,
+                usage,
+                timeline,
+                outcome,
+                store_content=self.settings.store_content,
+                max_chars=self.settings.max_content_chars,
+            )
+            self.observe(record, exchange.is_tracked)
+        except Exception:  # the request entry: accounting must never break it
+            logger.exception(
+                "Could not record request method=%s path=%s",
+                exchange.method,
+                exchange.endpoint,
+            )
+
+
+async def _read_some(upstream: aiohttp.ClientResponse) -> bytes:
+    """Read up to MAX_REJECTION_BYTES of an error body, to look into it."""
+    buffer = bytearray()
+    try:
+        while len(buffer) < MAX_REJECTION_BYTES:
+            chunk = await upstream.content.read(MAX_REJECTION_BYTES - len(buffer))
+            if not chunk:
+                break
+            buffer += chunk
+    except (aiohttp.ClientError, TimeoutError):
+        pass  # whatever came is passed on; the stream below sees the fault
+    return bytes(buffer)
+
+
+def _fill(target: Usage, source: Usage) -> None:
+    for name in Usage.__slots__:
+        setattr(target, name, getattr(source, name))
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _abort(request: web.Request) -> None:
+    """End the client's body without its last chunk, as the server did."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+def error_response(error: UpstreamError) -> web.Response:
+    """Render a proxy error as an OpenAI-style JSON body."""
+    body = {"error": {"message": str(error), "type": error.kind, "code": error.status}}
+    return web.Response(
+        status=error.status, body=orjson.dumps(body), content_type="application/json"
+    )
+
+
+def unreachable_message(settings: Settings, error: BaseException) -> str:
+    """Say which server could not be reached and what to check."""
+    cause = str(error) or type(error).__name__
+    return (
+        f"Cannot reach the model server at {settings.upstream_url} ({cause}). "
+        "Check that it is running and that LM_STUDIO_URL points to it."
+    )
+
+
+def timeout_message(settings: Settings) -> str:
+    """Say which server did not answer in time and which setting applies."""
+    return (
+        f"The model server at {settings.upstream_url} did not answer within "
+        f"{settings.upstream_read_timeout:g} s (UPSTREAM_READ_TIMEOUT) or did not "
+        f"accept the connection within {settings.upstream_connect_timeout:g} s "
+        "(UPSTREAM_CONNECT_TIMEOUT)."
+    )
+
+
+def cut_message(error: BaseException) -> str:
+    """Describe why an answer ended before the server finished it."""
+    if isinstance(error, TimeoutError):
+        return "The model server stopped sending mid-answer (UPSTREAM_READ_TIMEOUT)"
+    cause = str(error) or type(error).__name__
+    return f"The model server closed the connection mid-answer: {cause}"
