@@ -1,0 +1,1 @@
+"""Tests of lms_metrics_proxy.usage: bytes in, usage out, no I/O."""
