@@ -12,11 +12,13 @@ import contextlib
 import logging
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from lms_metrics_proxy.api import setup_api
-from lms_metrics_proxy.api.metrics import Metrics
+from lms_metrics_proxy.api import guard, setup_api
+from lms_metrics_proxy.api.dashboard import setup_dashboard
+from lms_metrics_proxy.api.metrics import CONTENT_TYPE, Metrics
 from lms_metrics_proxy.config import Settings
 from lms_metrics_proxy.relay.proxy import Relay
 from lms_metrics_proxy.store.database import Database, open_database
@@ -24,6 +26,8 @@ from lms_metrics_proxy.store.record import Record
 from lms_metrics_proxy.store.writer import Writer
 
 logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 DATABASE_KEY = web.AppKey("database", Database)
 WRITER_KEY = web.AppKey("writer", Writer)
@@ -77,8 +81,21 @@ def build_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     app[RELAY_KEY] = pieces.relay
     setup_api(app, pieces, settings)
+    setup_dashboard(app, settings)
+    app.router.add_get("/metrics", guard(metrics_view(pieces.metrics), settings.stats_token))
     app.router.add_route("*", "/{tail:.*}", pieces.relay.handle)
     return app
+
+
+def metrics_view(metrics: Metrics) -> Handler:
+    """Serve the Prometheus text format."""
+
+    async def view(request: web.Request) -> web.Response:
+        response = web.Response(body=metrics.render())
+        response.headers["Content-Type"] = CONTENT_TYPE
+        return response
+
+    return view
 
 
 async def serve(settings: Settings, sock: socket.socket | None = None) -> None:

@@ -25,9 +25,17 @@ from lms_metrics_proxy.relay.headers import (
     RESPONSE_DROPPED,
     forward_headers,
 )
-from lms_metrics_proxy.relay.recorder import Outcome, Timeline, build_record, now_utc
+from lms_metrics_proxy.relay.recorder import (
+    Outcome,
+    Timeline,
+    build_record,
+    needs_estimate,
+    now_utc,
+)
 from lms_metrics_proxy.store.record import Record
+from lms_metrics_proxy.tasks import spawn
 from lms_metrics_proxy.usage import Exchange, Meter, Usage, inject_usage, inspect_request
+from lms_metrics_proxy.usage.estimate import estimate
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +62,7 @@ class Relay:
         self.upstream = URL(settings.upstream_url)
         self.inject = settings.inject_stream_usage
         self.session: aiohttp.ClientSession | None = None
+        self.estimating: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Open the pooled upstream connections."""
@@ -72,7 +81,9 @@ class Relay:
         )
 
     async def stop(self) -> None:
-        """Close the upstream connections."""
+        """Record what is still being estimated, then close the connections."""
+        if self.estimating:
+            await asyncio.gather(*self.estimating, return_exceptions=True)
         if self.session is not None:
             await self.session.close()
 
@@ -89,9 +100,8 @@ class Relay:
             request_bytes=len(body),
             client=request.headers.get("X-Client-Name"),
         )
-        usage = Usage()
         try:
-            return await self._relay(request, body, exchange, timeline, outcome, usage)
+            return await self._relay(request, body, exchange, timeline, outcome)
         except asyncio.CancelledError:
             # aiohttp cancels the handler when the client hangs up.
             outcome.cancelled = True
@@ -99,7 +109,7 @@ class Relay:
                 outcome.status = 499
             raise
         finally:
-            self._finish(exchange, usage, timeline, outcome)
+            self._finish(exchange, timeline, outcome)
 
     async def _relay(
         self,
@@ -108,7 +118,6 @@ class Relay:
         exchange: Exchange,
         timeline: Timeline,
         outcome: Outcome,
-        usage: Usage,
     ) -> web.StreamResponse:
         sent_body, injected = self._maybe_inject(body, exchange)
         prefix = b""
@@ -126,7 +135,7 @@ class Relay:
             return error_response(error)
         try:
             return await self._stream(
-                request, upstream, exchange, timeline, outcome, usage, injected, prefix
+                request, upstream, exchange, timeline, outcome, injected, prefix
             )
         finally:
             upstream.close()
@@ -190,7 +199,6 @@ class Relay:
         exchange: Exchange,
         timeline: Timeline,
         outcome: Outcome,
-        usage: Usage,
         injected: bool,
         prefix: bytes,
     ) -> web.StreamResponse:
@@ -234,7 +242,7 @@ class Relay:
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as error:
             if isinstance(error, aiohttp.ClientConnectionResetError) or _client_gone(request):
                 outcome.cancelled = True
-                _fill(usage, meter.finish(cancelled=True))
+                outcome.usage = meter.finish(cancelled=True)
                 return response
             outcome.cut_short = True
             outcome.proxy_error = cut_message(error)
@@ -243,22 +251,22 @@ class Relay:
                 exchange.endpoint,
                 outcome.proxy_error,
             )
-            _fill(usage, meter.finish(cut_short=True))
+            outcome.usage = meter.finish(cut_short=True)
             _abort(request)
             return response
         except ConnectionResetError:
             outcome.cancelled = True
-            _fill(usage, meter.finish(cancelled=True))
+            outcome.usage = meter.finish(cancelled=True)
             return response
         except asyncio.CancelledError:
-            _fill(usage, meter.finish(cancelled=True))
+            outcome.usage = meter.finish(cancelled=True)
             raise
         if filtering:
             rest = meter.flush()
             if rest:
                 await response.write(rest)
                 outcome.response_bytes += len(rest)
-        _fill(usage, meter.finish())
+        outcome.usage = meter.finish()
         await response.write_eof()
         return response
 
@@ -277,15 +285,35 @@ class Relay:
             client=request.headers.get("X-Client-Name"),
             proxy_error=str(error),
         )
-        self._finish(exchange, Usage(), timeline, outcome)
+        self._finish(exchange, timeline, outcome)
         response = error_response(error)
         response.force_close()
         return response
 
-    def _finish(
+    def _finish(self, exchange: Exchange, timeline: Timeline, outcome: Outcome) -> None:
+        timeline.end = asyncio.get_running_loop().time()
+        usage = outcome.usage
+        if needs_estimate(exchange, usage):
+            # Tokenizing can take milliseconds: do it on a thread, after the
+            # client already has its answer.
+            task = spawn(self._estimate(exchange, usage, timeline, outcome), "estimate")
+            self.estimating.add(task)
+            task.add_done_callback(self.estimating.discard)
+            return
+        self._record(exchange, usage, timeline, outcome)
+
+    async def _estimate(
         self, exchange: Exchange, usage: Usage, timeline: Timeline, outcome: Outcome
     ) -> None:
-        timeline.end = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        try:
+            usage = await loop.run_in_executor(None, estimate, exchange, usage)
+        finally:
+            self._record(exchange, usage, timeline, outcome)
+
+    def _record(
+        self, exchange: Exchange, usage: Usage, timeline: Timeline, outcome: Outcome
+    ) -> None:
         try:
             record = build_record(
                 exchange,
@@ -316,11 +344,6 @@ async def _read_some(upstream: aiohttp.ClientResponse) -> bytes:
     except (aiohttp.ClientError, TimeoutError):
         pass  # whatever came is passed on; the stream below sees the fault
     return bytes(buffer)
-
-
-def _fill(target: Usage, source: Usage) -> None:
-    for name in Usage.__slots__:
-        setattr(target, name, getattr(source, name))
 
 
 def _client_gone(request: web.Request) -> bool:

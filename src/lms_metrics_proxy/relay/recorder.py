@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from lms_metrics_proxy.store.record import Record
 from lms_metrics_proxy.usage import Exchange, Usage
-from lms_metrics_proxy.usage.estimate import clip_text, estimate
+from lms_metrics_proxy.usage.estimate import clip_text
 
 logger = logging.getLogger(__name__)
 access = logging.getLogger("lms_metrics_proxy.access")
@@ -39,7 +39,7 @@ class Outcome:
     cut_short: bool = False
     cancelled: bool = False
     proxy_error: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
 
 
 def build_record(
@@ -52,8 +52,6 @@ def build_record(
     max_chars: int,
 ) -> Record:
     """Combine request facts, response usage and timings into a Record."""
-    if usage.usage_source != "upstream" or usage.output_tokens is None:
-        usage = estimate(exchange, usage)
     duration = max(0.0, timeline.end - timeline.start)
     ttft_ms = _ttft_ms(exchange, usage, timeline)
     error_message = outcome.proxy_error or usage.error_message
@@ -88,6 +86,13 @@ def build_record(
         record.response = clip_text(usage.response_text, max_chars)
     _log_access(record)
     return record
+
+
+def needs_estimate(exchange: Exchange, usage: Usage) -> bool:
+    """Whether the server left a count of a tracked request unreported."""
+    return exchange.is_tracked and (
+        usage.input_tokens is None or usage.output_tokens is None
+    )
 
 
 def now_utc() -> datetime:
