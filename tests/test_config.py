@@ -25,7 +25,10 @@ def test_defaults_match_the_spec() -> None:
     assert settings.max_content_chars == 100_000
     assert settings.stats_token is None
     assert settings.inject_stream_usage is True
-    assert (settings.upstream_connect_timeout, settings.upstream_read_timeout) == (10, 600)
+    assert (settings.upstream_connect_timeout, settings.upstream_read_timeout) == (
+        10,
+        600,
+    )
     assert settings.max_request_bytes == 104_857_600
 
 
@@ -40,7 +43,9 @@ def test_env_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
 
 
 def test_flags_win_over_the_environment() -> None:
-    settings = load_settings({"PORT": "9001"}, overrides={"port": "9002"}, env_file=None)
+    settings = load_settings(
+        {"PORT": "9001"}, overrides={"port": "9002"}, env_file=None
+    )
 
     assert settings.port == 9002
 
@@ -65,7 +70,9 @@ def test_log_level_wins_over_rust_log() -> None:
 
 
 def test_trailing_v1_in_the_upstream_url_is_dropped() -> None:
-    settings = load_settings({"LM_STUDIO_URL": "http://localhost:1234/v1/"}, env_file=None)
+    settings = load_settings(
+        {"LM_STUDIO_URL": "http://localhost:1234/v1/"}, env_file=None
+    )
 
     assert settings.upstream_url == "http://localhost:1234"
 
@@ -119,7 +126,9 @@ def test_missing_database_folder_stops_startup(tmp_path: Path) -> None:
         ("postgresql://u@h/db", None),
     ],
 )
-def test_database_urls_of_the_original_are_understood(url: str, path: str | None) -> None:
+def test_database_urls_of_the_original_are_understood(
+    url: str, path: str | None
+) -> None:
     assert sqlite_path(url) == path
 
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -29,9 +29,6 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-DATABASE_KEY = web.AppKey("database", Database)
-WRITER_KEY = web.AppKey("writer", Writer)
-RELAY_KEY = web.AppKey("relay", Relay)
 
 
 class Pieces:
@@ -70,19 +67,17 @@ def build_app(settings: Settings) -> web.Application:
     pieces = Pieces(settings)
     app = web.Application(client_max_size=settings.max_request_bytes)
 
-    async def lifecycle(app: web.Application) -> object:
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await pieces.start()
-        assert pieces.database is not None and pieces.writer is not None
-        app[DATABASE_KEY] = pieces.database
-        app[WRITER_KEY] = pieces.writer
         yield
         await pieces.stop()
 
     app.cleanup_ctx.append(lifecycle)
-    app[RELAY_KEY] = pieces.relay
     setup_api(app, pieces, settings)
     setup_dashboard(app, settings)
-    app.router.add_get("/metrics", guard(metrics_view(pieces.metrics), settings.stats_token))
+    app.router.add_get(
+        "/metrics", guard(metrics_view(pieces.metrics), settings.stats_token)
+    )
     app.router.add_route("*", "/{tail:.*}", pieces.relay.handle)
     return app
 

@@ -186,12 +186,14 @@ def load_settings(
     """Build the settings: flags over the environment over `.env`."""
     source: dict[str, str] = {}
     if env_file is not None and Path(env_file).is_file():
-        source.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        source.update(
+            {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+        )
     source.update(os.environ if environ is None else environ)
     values = _values_from_env(source)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
-        settings = Settings(**values)
+        settings = Settings.model_validate(values)
     except ValidationError as error:
         raise ConfigError(_describe(error, values)) from None
     _check_database_path(settings)

@@ -39,7 +39,11 @@ def test_chat_completion_is_recorded_with_server_usage(proxy: Proxy) -> None:
 
     row = proxy.row(name)
     assert answer.usage is not None and answer.usage.total_tokens == 28
-    assert (row["input_tokens"], row["output_tokens"], row["total_tokens"]) == (21, 7, 28)
+    assert (row["input_tokens"], row["output_tokens"], row["total_tokens"]) == (
+        21,
+        7,
+        28,
+    )
     assert row["usage_source"] == "upstream"
     assert row["was_streamed"] is False
     assert row["response"] == answer.choices[0].message.content
@@ -66,7 +70,11 @@ def test_stream_gets_usage_injected_and_the_extra_chunk_hidden(
     assert all(chunk.choices for chunk in chunks), "the usage-only chunk leaked"
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert row["response"] == text
-    assert (row["input_tokens"], row["output_tokens"], row["total_tokens"]) == (21, 7, 28)
+    assert (row["input_tokens"], row["output_tokens"], row["total_tokens"]) == (
+        21,
+        7,
+        28,
+    )
     assert row["was_streamed"] is True
     assert row["ttft_ms"] is not None
 
@@ -108,7 +116,9 @@ def test_embeddings_have_no_output_tokens(proxy: Proxy) -> None:
     name = unique("embed")
     client = client_for(proxy, "openai-embeddings.json", name)
 
-    answer = client.embeddings.create(model="text-embedding-3-small", input="Hello world!")
+    answer = client.embeddings.create(
+        model="text-embedding-3-small", input="Hello world!"
+    )
 
     row = proxy.row(name)
     assert len(answer.data[0].embedding) == 8

@@ -43,7 +43,12 @@ def unique(label: str) -> str:
 @pytest.mark.parametrize("fixture", STREAMS)
 def test_stream_bytes_reach_the_client_unchanged(proxy: Proxy, fixture: str) -> None:
     body = json.dumps(
-        {"model": "m", "prompt": "hi", "stream": True, "stream_options": {"include_usage": True}}
+        {
+            "model": "m",
+            "prompt": "hi",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
     ).encode()
 
     status, headers, data = request(
@@ -51,7 +56,11 @@ def test_stream_bytes_reach_the_client_unchanged(proxy: Proxy, fixture: str) -> 
         "POST",
         "/v1/completions",
         body,
-        {"X-Replay": fixture, "X-Replay-Chunk": "7", "Content-Type": "application/json"},
+        {
+            "X-Replay": fixture,
+            "X-Replay-Chunk": "7",
+            "Content-Type": "application/json",
+        },
     )
 
     assert status == 200
@@ -94,10 +103,18 @@ def test_delete_is_forwarded_and_recorded_but_get_is_not_recorded(
     name = unique("methods")
 
     get_status, _, _ = request(
-        proxy.url, "GET", "/v1/models", None, {"X-Replay": "openai-embeddings.json", "X-Client-Name": name}
+        proxy.url,
+        "GET",
+        "/v1/models",
+        None,
+        {"X-Replay": "openai-embeddings.json", "X-Client-Name": name},
     )
     del_status, _, _ = request(
-        proxy.url, "DELETE", "/api/delete", None, {"X-Replay": "openai-embeddings.json", "X-Client-Name": name}
+        proxy.url,
+        "DELETE",
+        "/api/delete",
+        None,
+        {"X-Replay": "openai-embeddings.json", "X-Client-Name": name},
     )
 
     row = proxy.row(name)
@@ -136,8 +153,12 @@ def test_stream_chunks_leave_as_they_arrive(proxy: Proxy) -> None:
 def test_client_that_leaves_mid_stream_is_recorded_as_cancelled(proxy: Proxy) -> None:
     name = unique("leaves")
     body = json.dumps(
-        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True,
-         "stream_options": {"include_usage": True}}
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
     ).encode()
     parts = urlsplit(proxy.url)
     sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
@@ -162,7 +183,10 @@ def test_unreachable_server_gives_502_and_a_row(tmp_path: Path) -> None:
     proxy = start_proxy(tmp_path, dead)
     try:
         status, _, data = request(
-            proxy.url, "POST", "/v1/chat/completions", b'{"model": "m"}',
+            proxy.url,
+            "POST",
+            "/v1/chat/completions",
+            b'{"model": "m"}',
             {"X-Client-Name": "dead", "Content-Type": "application/json"},
         )
         row = proxy.row("dead")
@@ -176,13 +200,21 @@ def test_unreachable_server_gives_502_and_a_row(tmp_path: Path) -> None:
     assert row["http_status"] == 502 and row["is_error"] is True
 
 
-def test_server_silent_before_headers_gives_504(tmp_path: Path, upstream: Upstream) -> None:
+def test_server_silent_before_headers_gives_504(
+    tmp_path: Path, upstream: Upstream
+) -> None:
     proxy = start_proxy(tmp_path, upstream.url, {"UPSTREAM_READ_TIMEOUT": "0.5"})
     try:
         status, _, data = request(
-            proxy.url, "POST", "/v1/chat/completions", b'{"model": "m"}',
-            {"X-Replay": "openai-chat-nonstream.json", "X-Replay-Head-Delay-Ms": "1500",
-             "X-Client-Name": "silent"},
+            proxy.url,
+            "POST",
+            "/v1/chat/completions",
+            b'{"model": "m"}',
+            {
+                "X-Replay": "openai-chat-nonstream.json",
+                "X-Replay-Head-Delay-Ms": "1500",
+                "X-Client-Name": "silent",
+            },
         )
         row = proxy.row("silent")
     finally:
@@ -201,9 +233,16 @@ def test_server_stalling_mid_answer_ends_the_body_and_marks_the_row(
     try:
         with pytest.raises(http.client.IncompleteRead):
             request(
-                proxy.url, "POST", "/v1/chat/completions", b'{"model": "m", "stream": true}',
-                {"X-Replay": "openai-chat-stream-usage.sse", "X-Replay-Chunk": "50",
-                 "X-Replay-Delay-Ms": "1500", "X-Client-Name": "stall"},
+                proxy.url,
+                "POST",
+                "/v1/chat/completions",
+                b'{"model": "m", "stream": true}',
+                {
+                    "X-Replay": "openai-chat-stream-usage.sse",
+                    "X-Replay-Chunk": "50",
+                    "X-Replay-Delay-Ms": "1500",
+                    "X-Client-Name": "stall",
+                },
             )
         row = proxy.row("stall")
     finally:
@@ -221,7 +260,10 @@ def test_body_over_the_limit_gets_413_and_is_not_forwarded(
     upstream.forget()
     try:
         status, _, data = request(
-            proxy.url, "POST", "/v1/chat/completions", b"x" * 5000,
+            proxy.url,
+            "POST",
+            "/v1/chat/completions",
+            b"x" * 5000,
             {"X-Replay": "openai-chat-nonstream.json", "X-Client-Name": "big"},
         )
         row = proxy.row("big")

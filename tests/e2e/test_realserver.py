@@ -25,7 +25,8 @@ pytestmark = [pytest.mark.realserver, pytest.mark.slow]
 START = ROOT / "scripts" / "real-upstream" / "start.sh"
 HOME = Path(
     os.environ.get("REALUP_HOME")
-    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "real-upstream"
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    / "real-upstream"
 )
 MODEL = "smollm2-135m-instruct"
 PARAMS = {"temperature": 0, "max_tokens": 12, "seed": 7}
@@ -42,10 +43,15 @@ def server() -> Iterator[str]:
     if not installed():
         if os.environ.get("REQUIRE_REAL_SERVER") == "1":
             pytest.fail("REQUIRE_REAL_SERVER=1 but the real server is not installed")
-        pytest.skip("real llama.cpp server not installed: scripts/real-upstream/start.sh install")
+        pytest.skip(
+            "real llama.cpp server not installed: scripts/real-upstream/start.sh install"
+        )
     port = free_port()
     out = subprocess.run(
-        ["bash", str(START), "start", str(port)], capture_output=True, text=True, timeout=300
+        ["bash", str(START), "start", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     yield out.stdout.strip().splitlines()[-1]
@@ -53,7 +59,9 @@ def server() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def real_proxy(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+def real_proxy(
+    server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proxy]:
     running = start_proxy(tmp_path_factory.mktemp("real"), server)
     yield running
     stop_proxy(running)
@@ -61,8 +69,11 @@ def real_proxy(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 def client(base: str, name: str = "direct") -> openai.OpenAI:
     return openai.OpenAI(
-        base_url=f"{base}/v1", api_key="none", max_retries=0,
-        default_headers={"X-Client-Name": name}, timeout=120,
+        base_url=f"{base}/v1",
+        api_key="none",
+        max_retries=0,
+        default_headers={"X-Client-Name": name},
+        timeout=120,
     )
 
 
@@ -73,10 +84,14 @@ def unique(label: str) -> str:
 MESSAGES = [{"role": "user", "content": "Name three colours."}]
 
 
-def test_chat_tokens_equal_the_servers_own_usage(server: str, real_proxy: Proxy) -> None:
+def test_chat_tokens_equal_the_servers_own_usage(
+    server: str, real_proxy: Proxy
+) -> None:
     name = unique("chat")
 
-    direct = client(server).chat.completions.create(model=MODEL, messages=MESSAGES, **PARAMS)
+    direct = client(server).chat.completions.create(
+        model=MODEL, messages=MESSAGES, **PARAMS
+    )
     proxied = client(real_proxy.url, name).chat.completions.create(
         model=MODEL, messages=MESSAGES, **PARAMS
     )
@@ -99,8 +114,11 @@ def test_streamed_chat_tokens_equal_the_servers_own_usage(
 
     direct = list(
         client(server).chat.completions.create(
-            model=MODEL, messages=MESSAGES, stream=True,
-            stream_options={"include_usage": True}, **PARAMS,
+            model=MODEL,
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+            **PARAMS,
         )
     )
     proxied = list(
@@ -113,9 +131,12 @@ def test_streamed_chat_tokens_equal_the_servers_own_usage(
     truth = direct[-1].usage
     assert truth is not None
     text = "".join(c.choices[0].delta.content or "" for c in proxied if c.choices)
-    assert text == "".join(c.choices[0].delta.content or "" for c in direct if c.choices)
+    assert text == "".join(
+        c.choices[0].delta.content or "" for c in direct if c.choices
+    )
     assert (row["input_tokens"], row["output_tokens"]) == (
-        truth.prompt_tokens, truth.completion_tokens,
+        truth.prompt_tokens,
+        truth.completion_tokens,
     )
     assert row["usage_source"] == "upstream"
     assert row["response"] == text
@@ -137,21 +158,30 @@ def test_text_completion_tokens_equal_the_servers_own_usage(
     result = client(real_proxy.url, name).completions.create(
         model=MODEL, prompt=prompt, stream=stream, **PARAMS
     )
-    text = "".join(c.choices[0].text for c in result if c.choices) if stream else result.choices[0].text
+    text = (
+        "".join(c.choices[0].text for c in result if c.choices)
+        if stream
+        else result.choices[0].text
+    )
 
     row = real_proxy.row(name)
     assert direct.usage is not None
     assert text == direct.choices[0].text
     assert (row["input_tokens"], row["output_tokens"]) == (
-        direct.usage.prompt_tokens, direct.usage.completion_tokens,
+        direct.usage.prompt_tokens,
+        direct.usage.completion_tokens,
     )
 
 
-def test_embeddings_tokens_equal_the_servers_own_usage(server: str, real_proxy: Proxy) -> None:
+def test_embeddings_tokens_equal_the_servers_own_usage(
+    server: str, real_proxy: Proxy
+) -> None:
     name = unique("embed")
 
     direct = client(server).embeddings.create(model=MODEL, input="Hello world")
-    proxied = client(real_proxy.url, name).embeddings.create(model=MODEL, input="Hello world")
+    proxied = client(real_proxy.url, name).embeddings.create(
+        model=MODEL, input="Hello world"
+    )
 
     row = real_proxy.row(name)
     assert proxied.data[0].embedding == direct.data[0].embedding
@@ -163,9 +193,12 @@ def test_native_completion_tokens_equal_the_servers_own_figures(
     server: str, real_proxy: Proxy
 ) -> None:
     name = unique("native")
-    body = json.dumps({"prompt": "The capital of France is", "n_predict": 6, "temperature": 0}).encode()
+    body = json.dumps(
+        {"prompt": "The capital of France is", "n_predict": 6, "temperature": 0}
+    ).encode()
     request = urllib.request.Request(
-        f"{real_proxy.url}/completion", data=body,
+        f"{real_proxy.url}/completion",
+        data=body,
         headers={"Content-Type": "application/json", "X-Client-Name": name},
     )
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from lms_metrics_proxy.relay.headers import REQUEST_DROPPED, RESPONSE_DROPPED, forward_headers
+from lms_metrics_proxy.relay.headers import (
+    REQUEST_DROPPED,
+    RESPONSE_DROPPED,
+    forward_headers,
+)
 
 
 def test_hop_by_hop_and_connection_named_headers_are_dropped() -> None:
@@ -26,7 +30,11 @@ def test_hop_by_hop_and_connection_named_headers_are_dropped() -> None:
 
 
 def test_request_host_and_length_are_left_to_the_upstream_client() -> None:
-    headers = [("Host", "localhost:8080"), ("Content-Length", "12"), ("Authorization", "Bearer k")]
+    headers = [
+        ("Host", "localhost:8080"),
+        ("Content-Length", "12"),
+        ("Authorization", "Bearer k"),
+    ]
 
     out = forward_headers(headers, REQUEST_DROPPED, None)
 

@@ -56,7 +56,9 @@ class Replay:
         if request["path"] == "/__received":
             if request["method"] == "DELETE":
                 self.received.clear()
-            await send(writer, 200, "application/json", json.dumps(self.received).encode())
+            await send(
+                writer, 200, "application/json", json.dumps(self.received).encode()
+            )
             return True
         self.received.append(
             {
@@ -68,7 +70,9 @@ class Replay:
         )
         name = headers.get("x-replay")
         if name is None:
-            await send(writer, 404, "application/json", b'{"error":"no X-Replay header"}')
+            await send(
+                writer, 404, "application/json", b'{"error":"no X-Replay header"}'
+            )
             return True
         return await play(name, headers, writer)
 
@@ -131,7 +135,12 @@ async def play(name: str, headers: dict, writer: asyncio.StreamWriter) -> bool:
     stall = int(headers.get("x-replay-stall-ms", "0")) / 1000
     abort = headers.get("x-replay-ending") == "abort"
     await asyncio.sleep(int(headers.get("x-replay-head-delay-ms", "0")) / 1000)
-    if not chunk and not stall and not abort and not ctype.endswith(("stream", "ndjson")):
+    if (
+        not chunk
+        and not stall
+        and not abort
+        and not ctype.endswith(("stream", "ndjson"))
+    ):
         await send(writer, status, ctype, body)
         return True
     head = (
@@ -158,7 +167,9 @@ async def play(name: str, headers: dict, writer: asyncio.StreamWriter) -> bool:
     return True
 
 
-async def send(writer: asyncio.StreamWriter, status: int, ctype: str, body: bytes) -> None:
+async def send(
+    writer: asyncio.StreamWriter, status: int, ctype: str, body: bytes
+) -> None:
     head = (
         f"HTTP/1.1 {status} {STATUS_TEXT.get(status, 'Status')}\r\n"
         f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n"

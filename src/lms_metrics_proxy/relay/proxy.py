@@ -34,7 +34,13 @@ from lms_metrics_proxy.relay.recorder import (
 )
 from lms_metrics_proxy.store.record import Record
 from lms_metrics_proxy.tasks import spawn
-from lms_metrics_proxy.usage import Exchange, Meter, Usage, inject_usage, inspect_request
+from lms_metrics_proxy.usage import (
+    Exchange,
+    Meter,
+    Usage,
+    inject_usage,
+    inspect_request,
+)
 from lms_metrics_proxy.usage.estimate import estimate
 
 logger = logging.getLogger(__name__)
@@ -43,7 +49,9 @@ Observer = Callable[[Record, bool], None]
 
 # Headers aiohttp's client would add on its own; the server must get only
 # what the client sent.
-SKIP_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
+SKIP_AUTO_HEADERS = frozenset(
+    {"Accept", "Accept-Encoding", "User-Agent", "Content-Type"}
+)
 READ_CHUNK = 2**16
 # Error bodies read to decide on the stream_options retry are small.
 MAX_REJECTION_BYTES = 2**16
@@ -71,7 +79,9 @@ class Relay:
             connect=self.settings.upstream_connect_timeout,
             sock_read=self.settings.upstream_read_timeout,
         )
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(
+            limit=0, keepalive_timeout=30, ttl_dns_cache=300
+        )
         self.session = aiohttp.ClientSession(
             connector=connector,
             timeout=timeout,
@@ -89,7 +99,9 @@ class Relay:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Relay one request; the aiohttp handler for every proxied path."""
-        timeline = Timeline(wall_start=now_utc(), start=asyncio.get_running_loop().time())
+        timeline = Timeline(
+            wall_start=now_utc(), start=asyncio.get_running_loop().time()
+        )
         try:
             body = await self._read_body(request)
         except RequestTooLarge:
@@ -210,64 +222,17 @@ class Relay:
             encoding,
             self.settings.max_content_chars,
         )
-        filtering = injected and not encoding
-        headers = forward_headers(
-            upstream.headers.items(), RESPONSE_DROPPED, upstream.headers.get("Connection")
-        )
-        if filtering:
-            headers.popall("Content-Length", None)
-        response = web.StreamResponse(
-            status=upstream.status, reason=upstream.reason, headers=headers
-        )
+        # Only an event stream we asked for usage can hold an event to hide.
+        filtering = injected and not encoding and upstream.status < 400
+        response = await _prepare(request, upstream, filtering)
         outcome.status = upstream.status
-        await response.prepare(request)
-        loop = asyncio.get_running_loop()
-        if prefix:
-            await response.write(prefix)
-            outcome.response_bytes += len(prefix)
-            meter.feed(prefix)
         try:
-            async for chunk in upstream.content.iter_any():
-                if filtering:
-                    out = meter.filter(chunk)
-                    if out:
-                        await response.write(out)
-                        outcome.response_bytes += len(out)
-                else:
-                    await response.write(chunk)
-                    outcome.response_bytes += len(chunk)
-                    meter.feed(chunk)
-                if timeline.first_content is None and meter.has_content:
-                    timeline.first_content = loop.time()
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as error:
-            if isinstance(error, aiohttp.ClientConnectionResetError) or _client_gone(request):
-                outcome.cancelled = True
-                outcome.usage = meter.finish(cancelled=True)
-                return response
-            outcome.cut_short = True
-            outcome.proxy_error = cut_message(error)
-            logger.warning(
-                "Model server ended the answer early path=%s cause=%s",
-                exchange.endpoint,
-                outcome.proxy_error,
-            )
-            outcome.usage = meter.finish(cut_short=True)
-            _abort(request)
-            return response
-        except ConnectionResetError:
-            outcome.cancelled = True
-            outcome.usage = meter.finish(cancelled=True)
-            return response
+            await _pump(response, upstream, meter, timeline, outcome, filtering, prefix)
         except asyncio.CancelledError:
             outcome.usage = meter.finish(cancelled=True)
             raise
-        if filtering:
-            rest = meter.flush()
-            if rest:
-                await response.write(rest)
-                outcome.response_bytes += len(rest)
-        outcome.usage = meter.finish()
-        await response.write_eof()
+        except (aiohttp.ClientError, ConnectionResetError, TimeoutError) as error:
+            _end_early(request, exchange, meter, outcome, error)
         return response
 
     def _refuse_large(self, request: web.Request, timeline: Timeline) -> web.Response:
@@ -344,6 +309,79 @@ async def _read_some(upstream: aiohttp.ClientResponse) -> bytes:
     except (aiohttp.ClientError, TimeoutError):
         pass  # whatever came is passed on; the stream below sees the fault
     return bytes(buffer)
+
+
+async def _prepare(
+    request: web.Request, upstream: aiohttp.ClientResponse, filtering: bool
+) -> web.StreamResponse:
+    """Send the client the server's status and headers."""
+    headers = forward_headers(
+        upstream.headers.items(), RESPONSE_DROPPED, upstream.headers.get("Connection")
+    )
+    if filtering:
+        headers.popall("Content-Length", None)
+    response = web.StreamResponse(
+        status=upstream.status, reason=upstream.reason, headers=headers
+    )
+    await response.prepare(request)
+    return response
+
+
+async def _pump(
+    response: web.StreamResponse,
+    upstream: aiohttp.ClientResponse,
+    meter: Meter,
+    timeline: Timeline,
+    outcome: Outcome,
+    filtering: bool,
+    prefix: bytes,
+) -> None:
+    """Pass the body on chunk by chunk: to the client first, then the meter."""
+    loop = asyncio.get_running_loop()
+    if prefix:
+        await response.write(prefix)
+        outcome.response_bytes += len(prefix)
+        meter.feed(prefix)
+    async for chunk in upstream.content.iter_any():
+        if filtering:
+            chunk = meter.filter(chunk)
+            if chunk:
+                await response.write(chunk)
+        else:
+            await response.write(chunk)
+            meter.feed(chunk)
+        outcome.response_bytes += len(chunk)
+        if timeline.first_content is None and meter.has_content:
+            timeline.first_content = loop.time()
+    if filtering:
+        rest = meter.flush()
+        await response.write(rest)
+        outcome.response_bytes += len(rest)
+    await response.write_eof()
+    outcome.usage = meter.finish()
+
+
+def _end_early(
+    request: web.Request,
+    exchange: Exchange,
+    meter: Meter,
+    outcome: Outcome,
+    error: BaseException,
+) -> None:
+    """Account for a body that stopped: the client left, or the server did."""
+    if isinstance(error, ConnectionResetError) or _client_gone(request):
+        outcome.cancelled = True
+        outcome.usage = meter.finish(cancelled=True)
+        return
+    outcome.cut_short = True
+    outcome.proxy_error = cut_message(error)
+    logger.warning(
+        "Model server ended the answer early path=%s cause=%s",
+        exchange.endpoint,
+        outcome.proxy_error,
+    )
+    outcome.usage = meter.finish(cut_short=True)
+    _abort(request)
 
 
 def _client_gone(request: web.Request) -> bool:

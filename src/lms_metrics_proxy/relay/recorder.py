@@ -74,7 +74,9 @@ def build_record(
         reasoning_tokens=usage.reasoning_tokens,
         tokens_per_second=_tokens_per_second(usage, timeline),
         is_error=_is_error(usage, outcome),
-        error_message=None if outcome.cancelled and not usage.is_error else error_message,
+        error_message=None
+        if outcome.cancelled and not usage.is_error
+        else error_message,
         was_streamed=exchange.is_stream,
         finish_reason="cancelled" if outcome.cancelled else usage.finish_reason,
         request_bytes=outcome.request_bytes,
