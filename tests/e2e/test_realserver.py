@@ -208,3 +208,75 @@ def test_native_completion_tokens_equal_the_servers_own_figures(
     row = real_proxy.row(name)
     assert row["input_tokens"] == answer["tokens_evaluated"]
     assert row["output_tokens"] == answer["tokens_predicted"]
+
+
+def test_cancelled_stream_is_counted_with_the_servers_tokenizer(
+    server: str, real_proxy: Proxy
+) -> None:
+    name = unique("cancel")
+    truth = client(server).chat.completions.create(
+        model=MODEL, messages=MESSAGES, **PARAMS
+    )
+    body = json.dumps(
+        {"model": MODEL, "messages": MESSAGES, "stream": True, "max_tokens": 64}
+    ).encode()
+    request = urllib.request.Request(
+        f"{real_proxy.url}/v1/chat/completions",
+        data=body,
+        headers={"Content-Type": "application/json", "X-Client-Name": name},
+    )
+
+    with urllib.request.urlopen(request, timeout=120) as response:
+        response.read1(300)
+
+    row = real_proxy.row(name)
+    assert row["finish_reason"] == "cancelled"
+    assert row["usage_source"] == "estimated"
+    assert row["details"]["estimated_by"] == "server /tokenize"
+    assert truth.usage is not None
+    assert row["input_tokens"] == truth.usage.prompt_tokens
+
+
+def test_anthropic_messages_tokens_equal_the_servers_own(
+    server: str, real_proxy: Proxy
+) -> None:
+    name = unique("messages")
+    body = {"model": MODEL, "max_tokens": 8, "messages": MESSAGES, "temperature": 0}
+
+    direct = post_json(f"{server}/v1/messages", body)
+    proxied = post_json(f"{real_proxy.url}/v1/messages", body, name)
+
+    row = real_proxy.row(name)
+    usage = direct["usage"]
+    expected_input = (
+        usage["input_tokens"]
+        + usage.get("cache_read_input_tokens", 0)
+        + usage.get("cache_creation_input_tokens", 0)
+    )
+    assert proxied["content"] == direct["content"]
+    assert row["input_tokens"] == expected_input
+    assert row["output_tokens"] == usage["output_tokens"]
+
+
+def test_responses_api_tokens_equal_the_servers_own(
+    server: str, real_proxy: Proxy
+) -> None:
+    name = unique("responses")
+    body = {"model": MODEL, "input": "Name three colours.", "max_output_tokens": 8}
+
+    direct = post_json(f"{server}/v1/responses", body)
+    post_json(f"{real_proxy.url}/v1/responses", body, name)
+
+    row = real_proxy.row(name)
+    assert row["input_tokens"] == direct["usage"]["input_tokens"]
+    assert row["output_tokens"] == direct["usage"]["output_tokens"]
+    assert row["total_tokens"] == direct["usage"]["total_tokens"]
+
+
+def post_json(url: str, body: dict, name: str | None = None) -> dict:
+    headers = {"Content-Type": "application/json"}
+    if name:
+        headers["X-Client-Name"] = name
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())

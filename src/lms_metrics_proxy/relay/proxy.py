@@ -32,6 +32,7 @@ from lms_metrics_proxy.relay.recorder import (
     needs_estimate,
     now_utc,
 )
+from lms_metrics_proxy.relay.tokenize import ServerTokenizer
 from lms_metrics_proxy.store.record import Record
 from lms_metrics_proxy.tasks import spawn
 from lms_metrics_proxy.usage import (
@@ -71,6 +72,7 @@ class Relay:
         self.inject = settings.inject_stream_usage
         self.session: aiohttp.ClientSession | None = None
         self.estimating: set[asyncio.Task[None]] = set()
+        self.server_tokenizer = ServerTokenizer(self.upstream)
 
     async def start(self) -> None:
         """Open the pooled upstream connections."""
@@ -272,6 +274,8 @@ class Relay:
     ) -> None:
         loop = asyncio.get_running_loop()
         try:
+            if self.session is not None:
+                usage = await self.server_tokenizer.fill(self.session, exchange, usage)
             usage = await loop.run_in_executor(None, estimate, exchange, usage)
         finally:
             self._record(exchange, usage, timeline, outcome)
