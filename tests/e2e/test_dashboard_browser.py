@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ playwright_api = pytest.importorskip(
     "playwright.async_api",
     reason="playwright is not installed (pip install playwright; no browser download)",
 )
+if shutil.which(CHROMIUM) is None and os.environ.get("REQUIRE_BROWSER") == "1":
+    raise RuntimeError(f"REQUIRE_BROWSER=1 but {CHROMIUM} is missing")
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
