@@ -19,6 +19,7 @@ from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lms_metrics_proxy.errors import ConfigError
+from lms_metrics_proxy.prices import load_prices
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +198,8 @@ def load_settings(
     except ValidationError as error:
         raise ConfigError(_describe(error, values)) from None
     _check_database_path(settings)
+    if settings.prices_file is not None:
+        load_prices(settings.prices_file)  # a bad file stops start-up here
     return settings
 
 

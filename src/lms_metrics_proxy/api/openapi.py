@@ -25,6 +25,13 @@ TIME: Schema = {
     "description": "UTC, whole seconds: 2026-01-19T10:30:45Z",
 }
 
+COST: Schema = {
+    "type": ["number", "null"],
+    "minimum": 0,
+    "description": "USD at the PRICES_FILE rates; only present when one is set",
+}
+# Present only in some configurations.
+OPTIONAL = frozenset({"estimated_cost"})
 PROVENANCE = {
     "upstream_usage_requests": INTEGER,
     "estimated_usage_requests": INTEGER,
@@ -42,6 +49,7 @@ GROUP_FIELDS: Schema = {
     "avg_duration_ms": INTEGER,
     "total_duration_ms": INTEGER,
     **PROVENANCE,
+    "estimated_cost": COST,
 }
 SUMMARY_FIELDS: Schema = {
     "total_requests": INTEGER,
@@ -55,6 +63,7 @@ SUMMARY_FIELDS: Schema = {
     "total_duration_ms": INTEGER,
     "average_duration_ms": AVERAGE,
     **PROVENANCE,
+    "estimated_cost": COST,
 }
 POINT_FIELDS: Schema = {
     "time": TIME,
@@ -101,8 +110,9 @@ NO_TOKEN = "STATS_TOKEN is set and no valid token came"
 
 
 def obj(fields: Schema) -> Schema:
-    """An object schema whose listed fields are all required."""
-    return {"type": "object", "required": list(fields), "properties": fields}
+    """An object schema whose listed fields are required, but the OPTIONAL ones."""
+    required = [name for name in fields if name not in OPTIONAL]
+    return {"type": "object", "required": required, "properties": fields}
 
 
 def ref(name: str) -> Schema:

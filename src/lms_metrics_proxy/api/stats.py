@@ -7,7 +7,7 @@ and answers JSON; a database that cannot be read gives 503, never 500.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -22,6 +22,7 @@ from lms_metrics_proxy.api.params import (
 from lms_metrics_proxy.api.responses import NotFound, json_errors, json_response
 from lms_metrics_proxy.config import Settings
 from lms_metrics_proxy.errors import StoreError
+from lms_metrics_proxy.prices import NO_PRICES, Prices, load_prices
 from lms_metrics_proxy.store import Database, Writer, queries
 
 SERVICE = "token_counter_proxy"
@@ -41,8 +42,9 @@ class Parts(Protocol):
 class StatsViews:
     """The handlers, reading from the parts they report on."""
 
-    def __init__(self, parts: Parts) -> None:
+    def __init__(self, parts: Parts, prices: Prices = NO_PRICES) -> None:
         self.parts = parts
+        self.prices = prices
 
     @property
     def database(self) -> Database:
@@ -63,12 +65,26 @@ class StatsViews:
     async def summary(self, request: web.Request) -> web.Response:
         """GET /stats/summary."""
         filters = read_filters(request.query)
-        return json_response(await queries.summary(self.database, filters))
+        data = await queries.summary(self.database, filters)
+        if self.prices is not NO_PRICES:
+            models = await queries.by_model(self.database, filters)
+            costs = [self._cost(entry) for entry in models["models"]]
+            data["estimated_cost"] = round(sum(c for c in costs if c), 6)
+        return json_response(data)
 
     async def by_model(self, request: web.Request) -> web.Response:
         """GET /stats/by-model."""
         filters = read_filters(request.query)
-        return json_response(await queries.by_model(self.database, filters))
+        data = await queries.by_model(self.database, filters)
+        if self.prices is not NO_PRICES:
+            for entry in data["models"]:
+                entry["estimated_cost"] = self._cost(entry)
+        return json_response(data)
+
+    def _cost(self, entry: dict[str, Any]) -> float | None:
+        return self.prices.cost(
+            entry["model"], entry["total_input_tokens"], entry["total_output_tokens"]
+        )
 
     async def by_client(self, request: web.Request) -> web.Response:
         """GET /stats/by-client."""
@@ -108,7 +124,7 @@ def setup_api(app: web.Application, parts: Parts, settings: Settings) -> None:
     `parts` has the attributes `database` and `writer` (app.py's Pieces);
     they may still be None here and are read on each request.
     """
-    views = StatsViews(parts)
+    views = StatsViews(parts, load_prices(settings.prices_file))
     app.router.add_get("/health", json_errors(views.health))
     routes = {
         "/stats/summary": views.summary,
