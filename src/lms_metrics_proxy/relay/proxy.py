@@ -108,6 +108,11 @@ class Relay:
             body = await self._read_body(request)
         except RequestTooLarge:
             return self._refuse_large(request, timeline)
+        except asyncio.CancelledError:
+            # The client left while sending its body: nothing was forwarded,
+            # but the request still gets its row.
+            self._record_unread(request, timeline)
+            raise
         exchange = inspect_request(request.method, request.path, body)
         outcome = Outcome(
             status=0,
@@ -194,6 +199,8 @@ class Relay:
             )
         except (TimeoutError, aiohttp.ServerTimeoutError) as error:
             raise UpstreamTimeout(timeout_message(self.settings)) from error
+        except aiohttp.ClientResponseError as error:
+            raise UpstreamError(invalid_message(self.settings, error)) from error
         except (aiohttp.ClientError, OSError) as error:
             raise UpstreamError(unreachable_message(self.settings, error)) from error
 
@@ -226,9 +233,10 @@ class Relay:
         )
         # Only an event stream we asked for usage can hold an event to hide.
         filtering = injected and not encoding and upstream.status < 400
-        response = await _prepare(request, upstream, filtering)
+        response = _response(upstream, filtering)
         outcome.status = upstream.status
         try:
+            await response.prepare(request)
             await _pump(response, upstream, meter, timeline, outcome, filtering, prefix)
         except asyncio.CancelledError:
             outcome.usage = meter.finish(cancelled=True)
@@ -256,6 +264,16 @@ class Relay:
         response = error_response(error)
         response.force_close()
         return response
+
+    def _record_unread(self, request: web.Request, timeline: Timeline) -> None:
+        outcome = Outcome(
+            status=499,
+            request_bytes=0,
+            client=request.headers.get("X-Client-Name"),
+            cancelled=True,
+        )
+        exchange = inspect_request(request.method, request.path, b"")
+        self._finish(exchange, timeline, outcome)
 
     def _finish(self, exchange: Exchange, timeline: Timeline, outcome: Outcome) -> None:
         timeline.end = asyncio.get_running_loop().time()
@@ -315,20 +333,16 @@ async def _read_some(upstream: aiohttp.ClientResponse) -> bytes:
     return bytes(buffer)
 
 
-async def _prepare(
-    request: web.Request, upstream: aiohttp.ClientResponse, filtering: bool
-) -> web.StreamResponse:
-    """Send the client the server's status and headers."""
+def _response(upstream: aiohttp.ClientResponse, filtering: bool) -> web.StreamResponse:
+    """Build the client's response with the server's status and headers."""
     headers = forward_headers(
         upstream.headers.items(), RESPONSE_DROPPED, upstream.headers.get("Connection")
     )
     if filtering:
         headers.popall("Content-Length", None)
-    response = web.StreamResponse(
+    return web.StreamResponse(
         status=upstream.status, reason=upstream.reason, headers=headers
     )
-    await response.prepare(request)
-    return response
 
 
 async def _pump(
@@ -408,12 +422,34 @@ def error_response(error: UpstreamError) -> web.Response:
     )
 
 
+def describe_cause(error: BaseException) -> str:
+    """Say what went wrong in a few words: no URL, header or body bytes in it.
+
+    The text of aiohttp's ClientResponseError holds the request URL, whose
+    query may carry a key, and for a malformed answer the server's bytes
+    (response text that STORE_CONTENT=false must keep out of the database).
+    """
+    if isinstance(error, aiohttp.ClientResponseError):
+        return error.message.split(":", 1)[0].strip() or type(error).__name__
+    if isinstance(error, aiohttp.InvalidURL):
+        return type(error).__name__
+    return str(error) or type(error).__name__
+
+
 def unreachable_message(settings: Settings, error: BaseException) -> str:
     """Say which server could not be reached and what to check."""
-    cause = str(error) or type(error).__name__
+    cause = describe_cause(error)
     return (
         f"Cannot reach the model server at {settings.upstream_url} ({cause}). "
         "Check that it is running and that LM_STUDIO_URL points to it."
+    )
+
+
+def invalid_message(settings: Settings, error: BaseException) -> str:
+    """Say which server sent an answer that is not HTTP."""
+    return (
+        f"The model server at {settings.upstream_url} sent an answer that is "
+        f"not valid HTTP ({describe_cause(error)})."
     )
 
 
@@ -431,5 +467,5 @@ def cut_message(error: BaseException) -> str:
     """Describe why an answer ended before the server finished it."""
     if isinstance(error, TimeoutError):
         return "The model server stopped sending mid-answer (UPSTREAM_READ_TIMEOUT)"
-    cause = str(error) or type(error).__name__
+    cause = describe_cause(error)
     return f"The model server closed the connection mid-answer: {cause}"
