@@ -54,6 +54,10 @@ SKIP_AUTO_HEADERS = frozenset(
     {"Accept", "Accept-Encoding", "User-Agent", "Content-Type"}
 )
 READ_CHUNK = 2**16
+# A JSON answer up to this size is read whole and sent in one write with its
+# headers: one system call instead of three, for most non-streamed answers.
+WHOLE_BODY_MAX = 2**20
+STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
 # Error bodies read to decide on the stream_options retry are small.
 MAX_REJECTION_BYTES = 2**16
 
@@ -233,8 +237,10 @@ class Relay:
         )
         # Only an event stream we asked for usage can hold an event to hide.
         filtering = injected and not encoding and upstream.status < 400
-        response = _response(upstream, filtering)
         outcome.status = upstream.status
+        if not prefix and not filtering and _is_small_whole(request, upstream):
+            return await _send_whole(request, upstream, exchange, meter, outcome)
+        response = _response(upstream, filtering)
         try:
             await response.prepare(request)
             await _pump(response, upstream, meter, timeline, outcome, filtering, prefix)
@@ -331,6 +337,71 @@ async def _read_some(upstream: aiohttp.ClientResponse) -> bytes:
     except (aiohttp.ClientError, TimeoutError):
         pass  # whatever came is passed on; the stream below sees the fault
     return bytes(buffer)
+
+
+def _is_small_whole(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
+    length = upstream.content_length
+    return (
+        length is not None
+        and length <= WHOLE_BODY_MAX
+        and request.method != "HEAD"
+        and upstream.status >= 200
+        and upstream.status not in (204, 304)
+        and not upstream.content_type.startswith(STREAM_TYPES)
+    )
+
+
+async def _send_whole(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    exchange: Exchange,
+    meter: Meter,
+    outcome: Outcome,
+) -> web.StreamResponse:
+    """Read a small answer whole, then send headers and body in one write."""
+    parts: list[bytes] = []
+    try:
+        async for chunk in upstream.content.iter_any():
+            parts.append(chunk)
+    except (aiohttp.ClientError, TimeoutError) as error:
+        return await _send_broken(
+            request, upstream, exchange, meter, outcome, parts, error
+        )
+    body = b"".join(parts)
+    headers = forward_headers(
+        upstream.headers.items(), RESPONSE_DROPPED, upstream.headers.get("Connection")
+    )
+    headers.popall("Content-Length", None)
+    response = web.Response(
+        status=upstream.status, reason=upstream.reason, headers=headers, body=body
+    )
+    meter.feed(body)
+    outcome.response_bytes = len(body)
+    outcome.usage = meter.finish()
+    return response
+
+
+async def _send_broken(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    exchange: Exchange,
+    meter: Meter,
+    outcome: Outcome,
+    parts: list[bytes],
+    error: BaseException,
+) -> web.StreamResponse:
+    """Pass on what a server sent before it broke off, then end as it did."""
+    response = _response(upstream, False)
+    try:
+        await response.prepare(request)
+        for part in parts:
+            await response.write(part)
+            outcome.response_bytes += len(part)
+            meter.feed(part)
+    except (aiohttp.ClientError, ConnectionResetError) as gone:
+        error = gone
+    _end_early(request, exchange, meter, outcome, error)
+    return response
 
 
 def _response(upstream: aiohttp.ClientResponse, filtering: bool) -> web.StreamResponse:
