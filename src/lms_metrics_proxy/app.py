@@ -30,7 +30,6 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-
 class Pieces:
     """The long-lived parts of one proxy process, started in order."""
 
@@ -115,7 +114,11 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     )
     await runner.setup()
     site = _site(runner, settings, sock)
-    await site.start()
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
     logger.info("Proxy server listening on %s:%s", settings.host, settings.port)
     await _wait_for_signal()
     logger.info("Shutting down: finishing requests in flight and writing pending rows")

@@ -402,7 +402,10 @@
     let times = [...byTime.keys()].sort((a, b) => a - b);
     const first = times[0];
     const last = times[times.length - 1];
-    if (times.length > 1 && (last - first) / step < MAX_FILLED_POINTS) {
+    // One point alone stretches the time axis over years: show its empty
+    // neighbours too.
+    if (times.length === 1) times = [first - step, first, first + step];
+    else if ((last - first) / step < MAX_FILLED_POINTS) {
       times = [];
       for (let t = first; t <= last; t += step) times.push(t);
     }
