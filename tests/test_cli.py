@@ -1,4 +1,4 @@
-"""The command line: serve's settings errors, and the commands that read the database."""
+"""The command line: serve's settings errors, and the commands that read rows."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from lms_metrics_proxy.config import load_settings
 from lms_metrics_proxy.store import Record, Writer, open_database
 
 
-def all_commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+def all_commands(
+    group: click.Group, prefix: str = ""
+) -> list[tuple[str, click.Command]]:
     found = []
     for name, command in group.commands.items():
         found.append((f"{prefix}{name}", command))
@@ -51,7 +53,9 @@ def database_url(tmp_path: Path) -> str:
     url = f"sqlite:{tmp_path / 'cli.db'}"
 
     async def fill() -> None:
-        database = await open_database(load_settings({"DATABASE_URL": url}, env_file=None))
+        database = await open_database(
+            load_settings({"DATABASE_URL": url}, env_file=None)
+        )
         writer = Writer(database, max_rows=1000)
         await writer.start()
         writer.put(record(0.1, "small", 10))
@@ -79,7 +83,9 @@ def test_serve_with_a_bad_setting_exits_2_with_one_line() -> None:
 
 
 def test_stats_json_totals_every_row(database_url: str) -> None:
-    result = CliRunner().invoke(cli, ["stats", "--json", "--database-url", database_url])
+    result = CliRunner().invoke(
+        cli, ["stats", "--json", "--database-url", database_url]
+    )
 
     data = json.loads(result.output)
     assert result.exit_code == 0, result.output
@@ -100,7 +106,8 @@ def test_stats_table_shows_models(database_url: str) -> None:
     result = CliRunner().invoke(cli, ["stats", "--database-url", database_url])
 
     assert result.exit_code == 0, result.output
-    assert "small" in result.output and "large" in result.output
+    assert "small" in result.output
+    assert "large" in result.output
 
 
 def test_export_jsonl_writes_every_row_with_text(database_url: str) -> None:

@@ -98,7 +98,9 @@ def test_invalid_value_names_variable_value_and_accepted_form(
 
     message = str(caught.value)
     assert "\n" not in message
-    assert name in message and repr(value) in message and accepted in message
+    assert name in message
+    assert repr(value) in message
+    assert accepted in message
 
 
 def test_secret_value_is_not_echoed() -> None:

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import FIXTURES, ROOT
 
 CHECKER = ROOT / "tests" / "support" / "check_cases.py"

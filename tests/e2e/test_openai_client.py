@@ -8,7 +8,6 @@ import uuid
 
 import openai
 import pytest
-
 from tests.conftest import Proxy, Upstream
 
 
@@ -38,7 +37,8 @@ def test_chat_completion_is_recorded_with_server_usage(proxy: Proxy) -> None:
     )
 
     row = proxy.row(name)
-    assert answer.usage is not None and answer.usage.total_tokens == 28
+    assert answer.usage is not None
+    assert answer.usage.total_tokens == 28
     assert (row["input_tokens"], row["output_tokens"], row["total_tokens"]) == (
         21,
         7,
@@ -93,7 +93,8 @@ def test_stream_that_asked_for_usage_gets_it(proxy: Proxy, upstream: Upstream) -
     )
 
     row = proxy.row(name)
-    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 28
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.total_tokens == 28
     assert last_body(upstream)["stream_options"] == {"include_usage": True}
     assert row["total_tokens"] == 28
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import openai
 import pytest
-
 from tests.conftest import ROOT, Proxy, free_port, start_proxy, stop_proxy
 
 pytestmark = [pytest.mark.realserver, pytest.mark.slow]
@@ -44,7 +43,8 @@ def server() -> Iterator[str]:
         if os.environ.get("REQUIRE_REAL_SERVER") == "1":
             pytest.fail("REQUIRE_REAL_SERVER=1 but the real server is not installed")
         pytest.skip(
-            "real llama.cpp server not installed: scripts/real-upstream/start.sh install"
+            "real llama.cpp server not installed: "
+            "scripts/real-upstream/start.sh install"
         )
     port = free_port()
     out = subprocess.run(
@@ -140,7 +140,8 @@ def test_streamed_chat_tokens_equal_the_servers_own_usage(
     )
     assert row["usage_source"] == "upstream"
     assert row["response"] == text
-    assert row["ttft_ms"] is not None and row["ttft_ms"] <= row["duration_ms"]
+    assert row["ttft_ms"] is not None
+    assert row["ttft_ms"] <= row["duration_ms"]
     if asks_for_usage:
         assert proxied[-1].usage is not None
     else:
@@ -277,6 +278,8 @@ def post_json(url: str, body: dict, name: str | None = None) -> dict:
     headers = {"Content-Type": "application/json"}
     if name:
         headers["X-Client-Name"] = name
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers=headers
+    )
     with urllib.request.urlopen(request, timeout=120) as response:
         return json.loads(response.read())

@@ -178,11 +178,15 @@ async def send(
     await writer.drain()
 
 
+def write_port(port_file: str, port: int) -> None:
+    Path(port_file).write_text(str(port))
+
+
 async def main(port_file: str) -> None:
     replay = Replay()
     server = await asyncio.start_server(replay.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    Path(port_file).write_text(str(port))
+    write_port(port_file, port)
     async with server:
         await server.serve_forever()
 
