@@ -7,8 +7,8 @@ end it stops the proxy (which drains its queue) and counts the rows.
 
 Prints the RSS slope after warm-up in MB/min. Exits 1 when a row is missing,
 when descriptors are not released (more than 16 above the count before the
-load, once pooled connections have had 90 s to close), or when a request
-failed; never on timing.
+load, once the stub has stopped and so closed the pooled connections; up to
+--settle seconds are given), or when a request failed; never on timing.
 
     python bench/soak.py                   # 600 s
     python bench/soak.py --seconds 60      # a quick look
@@ -149,6 +149,10 @@ def run_soak(
         before = procfs.open_fds(proxy.pid)
         run = soak(proxy.port, proxy.pid, args)
         tally, log = (driver.uvloop.run if driver.uvloop else asyncio.run)(run)
+        # Closing the upstream closes the proxy's pooled connections to it at
+        # once, instead of after their keep-alive time: what stays open then
+        # is a leak.
+        stub.stop()
         after: dict[str, Any] = {
             "fds": (before, settle(proxy.pid, before, args.settle))
         }
@@ -177,6 +181,9 @@ def parse_args() -> argparse.Namespace:
         "--settle", type=float, default=90, help="s to wait for idle connections"
     )
     parser.add_argument("--base-port", type=int, default=18400)
+    parser.add_argument(
+        "--results", type=Path, default=servers.HERE / "results", help="folder"
+    )
     args = parser.parse_args()
     args.warmup = args.warmup or min(120.0, args.seconds / 5)
     return args
@@ -196,9 +203,8 @@ def main() -> None:
     warm = [s for s in log if s["t"] >= args.warmup] or log[-1:]
     summary, problems = judge(tally, warm, rows, after.pop("fds"))
     summary.update(after)
-    results = servers.HERE / "results"
-    results.mkdir(exist_ok=True)
-    path = results / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    args.results.mkdir(exist_ok=True)
+    path = args.results / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
     document = {"summary": summary, "problems": problems, "samples": log}
     path.write_text(json.dumps(document, indent=1))
     print(json.dumps(summary, indent=1))

@@ -144,7 +144,9 @@ def stop_proxy(proxy: Proxy) -> int:
 
 
 @pytest.fixture(scope="session")
-def proxy(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Iterator[Proxy]:
+def proxy(
+    tmp_path_factory: pytest.TempPathFactory, upstream: Upstream
+) -> Iterator[Proxy]:
     running = start_proxy(tmp_path_factory.mktemp("proxy"), upstream.url)
     yield running
     stop_proxy(running)

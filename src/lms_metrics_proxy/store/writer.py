@@ -105,7 +105,9 @@ class Writer:
         reason = self.failure
         if reason is None and self._task is not None and self._task.done():
             reason = "writer stopped"
-        if reason is None and self._dropping:
+        # Full now, not "dropped since the last accepted row": a queue that
+        # has drained is healthy even before the next request comes.
+        if reason is None and self.queued >= self.max_rows:
             reason = "write queue full"
         state: dict[str, Any] = {"status": "ok" if reason is None else "degraded"}
         if reason is not None:

@@ -1,0 +1,1 @@
+"""Faults the proxy must survive: database, model server, clients, shutdown."""
