@@ -17,6 +17,7 @@ import orjson
 from yarl import URL
 
 from lms_metrics_proxy.usage import Exchange, Usage
+from lms_metrics_proxy.usage.estimate import with_counts
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,9 @@ class ServerTokenizer:
             output_tokens = await self.count(session, text)
         if (input_tokens, output_tokens) == (usage.input_tokens, usage.output_tokens):
             return usage
-        return _with_counts(usage, input_tokens, output_tokens)
+        counted = with_counts(usage, input_tokens, output_tokens)
+        details = {**usage.details, "estimated_by": "server /tokenize"}
+        return dataclasses.replace(counted, details=details)
 
     async def _count_input(
         self, session: aiohttp.ClientSession, exchange: Exchange
@@ -108,21 +111,3 @@ class ServerTokenizer:
                 status,
             )
         self.available = False
-
-
-def _with_counts(
-    usage: Usage, input_tokens: int | None, output_tokens: int | None
-) -> Usage:
-    from_server = any((usage.input_tokens, usage.output_tokens, usage.total_tokens))
-    total = usage.total_tokens
-    if not total and input_tokens is not None and output_tokens is not None:
-        total = input_tokens + output_tokens
-    details = {**usage.details, "estimated_by": "server /tokenize"}
-    return dataclasses.replace(
-        usage,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        total_tokens=total,
-        usage_source=usage.usage_source if from_server else "estimated",
-        details=details,
-    )

@@ -24,7 +24,7 @@ from lms_metrics_proxy.usage.exchange import Exchange
 from lms_metrics_proxy.usage.meter import Usage
 from lms_metrics_proxy.usage.text import clip_text
 
-__all__ = ["clip_text", "count_tokens", "estimate", "load_tokenizer"]
+__all__ = ["clip_text", "count_tokens", "estimate", "load_tokenizer", "with_counts"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def estimate(exchange: Exchange, usage: Usage) -> Usage:
         return usage
     if counts is None:
         return usage
-    return _with_counts(usage, *counts)
+    return with_counts(usage, *counts)
 
 
 def _counts(
@@ -150,9 +150,10 @@ def _counts(
     return input_tokens, output_tokens
 
 
-def _with_counts(
+def with_counts(
     usage: Usage, input_tokens: int | None, output_tokens: int | None
 ) -> Usage:
+    """Return `usage` with estimated counts; "estimated" unless the server counted."""
     from_server = (usage.input_tokens, usage.output_tokens, usage.total_tokens)
     total = usage.total_tokens
     if not total and input_tokens is not None and output_tokens is not None:
