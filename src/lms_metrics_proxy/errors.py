@@ -2,6 +2,7 @@
 
     ProxyError
      ├── ConfigError          a setting is missing or has a bad value (exit 2)
+     ├── RequestTooLarge      the body passed MAX_REQUEST_BYTES (status 413)
      ├── UpstreamError        the model server could not be used (status 502)
      │    └── UpstreamTimeout also a TimeoutError (status 504)
      ├── UsageError           a body could not be read for accounting
@@ -22,6 +23,13 @@ class ProxyError(Exception):
 
 class ConfigError(ProxyError):
     """A setting is missing, malformed or points somewhere unusable."""
+
+
+class RequestTooLarge(ProxyError):
+    """The request body is larger than MAX_REQUEST_BYTES."""
+
+    status = 413
+    kind = "request_too_large"
 
 
 class UpstreamError(ProxyError):

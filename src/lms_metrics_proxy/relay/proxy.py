@@ -19,7 +19,12 @@ from aiohttp import web
 from yarl import URL
 
 from lms_metrics_proxy.config import Settings
-from lms_metrics_proxy.errors import UpstreamError, UpstreamTimeout
+from lms_metrics_proxy.errors import (
+    ProxyError,
+    RequestTooLarge,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from lms_metrics_proxy.relay.headers import (
     REQUEST_DROPPED,
     RESPONSE_DROPPED,
@@ -53,17 +58,12 @@ Observer = Callable[[Record, bool], None]
 SKIP_AUTO_HEADERS = frozenset(
     {"Accept", "Accept-Encoding", "User-Agent", "Content-Type"}
 )
-READ_CHUNK = 2**16
 # A JSON answer up to this size is read whole and sent in one write with its
 # headers: one system call instead of three, for most non-streamed answers.
 WHOLE_BODY_MAX = 2**20
 STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
 # Error bodies read to decide on the stream_options retry are small.
 MAX_REJECTION_BYTES = 2**16
-
-
-class RequestTooLarge(Exception):
-    """The request body passed MAX_REQUEST_BYTES."""
 
 
 class Relay:
@@ -253,12 +253,10 @@ class Relay:
 
     def _refuse_large(self, request: web.Request, timeline: Timeline) -> web.Response:
         limit = self.settings.max_request_bytes
-        error = UpstreamError(
+        error = RequestTooLarge(
             f"Request body is larger than MAX_REQUEST_BYTES ({limit} bytes); "
             "raise MAX_REQUEST_BYTES to allow it"
         )
-        error.status = 413
-        error.kind = "request_too_large"
         exchange = inspect_request(request.method, request.path, b"")
         outcome = Outcome(
             status=413,
@@ -485,7 +483,7 @@ def _abort(request: web.Request) -> None:
         transport.abort()
 
 
-def error_response(error: UpstreamError) -> web.Response:
+def error_response(error: ProxyError) -> web.Response:
     """Render a proxy error as an OpenAI-style JSON body."""
     body = {"error": {"message": str(error), "type": error.kind, "code": error.status}}
     return web.Response(
