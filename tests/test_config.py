@@ -140,3 +140,20 @@ def test_readme_lists_every_setting() -> None:
     missing = [name for name in ENV_NAMES if f"`{name}`" not in text]
 
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    "upstream",
+    ["http://localhost:8080", "http://127.0.0.1:8080/v1", "http://0.0.0.0:8080"],
+)
+def test_upstream_pointing_at_the_proxy_itself_stops_startup(upstream: str) -> None:
+    with pytest.raises(ConfigError, match="points at the proxy itself"):
+        load_settings({"LM_STUDIO_URL": upstream, "PORT": "8080"}, env_file=None)
+
+
+def test_upstream_on_another_port_of_this_machine_is_fine() -> None:
+    settings = load_settings(
+        {"LM_STUDIO_URL": "http://localhost:8080", "PORT": "9090"}, env_file=None
+    )
+
+    assert settings.upstream_url == "http://localhost:8080"

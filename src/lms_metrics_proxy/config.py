@@ -198,6 +198,7 @@ def load_settings(
     except ValidationError as error:
         raise ConfigError(_describe(error, values)) from None
     _check_database_path(settings)
+    _check_not_itself(settings)
     if settings.prices_file is not None:
         load_prices(settings.prices_file)  # a bad file stops start-up here
     return settings
@@ -218,6 +219,22 @@ def _describe(error: ValidationError, values: Mapping[str, Any]) -> str:
     shown = "(hidden)" if field in SECRET_FIELDS else repr(values.get(field))
     accepted = ACCEPTED.get(field, first["msg"])
     return f"Invalid {name}={shown}: expected {accepted}"
+
+
+LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "::"})
+
+
+def _check_not_itself(settings: Settings) -> None:
+    # Forwarding to ourselves would open connections until the client gives up.
+    parts = urlsplit(settings.upstream_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = (parts.hostname or "").lower()
+    if port == settings.port and (host in LOCAL_NAMES or host == settings.host):
+        raise ConfigError(
+            f"Invalid LM_STUDIO_URL={settings.upstream_url!r}: it points at the "
+            f"proxy itself (port {settings.port}); set it to the model server, "
+            "e.g. http://localhost:1234"
+        )
 
 
 def _check_database_path(settings: Settings) -> None:

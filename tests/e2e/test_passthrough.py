@@ -201,6 +201,9 @@ def test_unreachable_server_gives_502_and_a_row(tmp_path: Path) -> None:
     assert error["code"] == 502
     assert dead in error["message"]
     assert "running" in error["message"]
+    assert "WARNING lms_metrics_proxy.relay.proxy: Model server failed status=502" in (
+        proxy.log_text()
+    )
     assert row["http_status"] == 502
     assert row["is_error"] is True
 

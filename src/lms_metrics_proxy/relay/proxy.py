@@ -155,6 +155,12 @@ class Relay:
         except UpstreamError as error:
             outcome.status = error.status
             outcome.proxy_error = str(error)
+            logger.warning(
+                "Model server failed status=%s path=%s cause=%s",
+                error.status,
+                exchange.endpoint,
+                error,
+            )
             return error_response(error)
         try:
             return await self._stream(
