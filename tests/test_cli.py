@@ -78,7 +78,7 @@ def test_serve_with_a_bad_setting_exits_2_with_one_line() -> None:
 
     assert result.exit_code == 2
     assert result.output.strip() == (
-        "error: Invalid PORT='abc': expected an integer from 1 to 65535"
+        "error: Invalid --port='abc': expected an integer from 1 to 65535"
     )
 
 

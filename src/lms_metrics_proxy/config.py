@@ -50,6 +50,8 @@ ENV_NAMES: dict[str, str] = {
 }
 FIELD_ENV = {field: env for env, field in reversed(ENV_NAMES.items())}
 SECRET_FIELDS = frozenset({"stats_token"})
+# Flags whose name is not the field's own (`--upstream` sets upstream_url).
+FLAG_NAMES = {"upstream_url": "--upstream"}
 
 # What each setting accepts, for error messages.
 ACCEPTED: dict[str, str] = {
@@ -192,11 +194,12 @@ def load_settings(
         )
     source.update(os.environ if environ is None else environ)
     values = _values_from_env(source)
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values.update(flags)
     try:
         settings = Settings.model_validate(values)
     except ValidationError as error:
-        raise ConfigError(_describe(error, values)) from None
+        raise ConfigError(_describe(error, values, set(flags))) from None
     _check_database_path(settings)
     _check_not_itself(settings)
     if settings.prices_file is not None:
@@ -212,10 +215,14 @@ def _values_from_env(source: Mapping[str, str]) -> dict[str, str]:
     return values
 
 
-def _describe(error: ValidationError, values: Mapping[str, Any]) -> str:
+def _describe(
+    error: ValidationError, values: Mapping[str, Any], flags: set[str]
+) -> str:
     first = error.errors()[0]
     field = str(first["loc"][0]) if first["loc"] else "?"
     name = FIELD_ENV.get(field, field.upper())
+    if field in flags:
+        name = FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
     shown = "(hidden)" if field in SECRET_FIELDS else repr(values.get(field))
     accepted = ACCEPTED.get(field, first["msg"])
     return f"Invalid {name}={shown}: expected {accepted}"
