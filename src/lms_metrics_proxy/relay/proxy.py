@@ -263,24 +263,33 @@ class Relay:
             f"Request body is larger than MAX_REQUEST_BYTES ({limit} bytes); "
             "raise MAX_REQUEST_BYTES to allow it"
         )
-        exchange = inspect_request(request.method, request.path, b"")
-        outcome = Outcome(
+        self._record_unread(
+            request,
+            timeline,
             status=413,
             request_bytes=request.content_length or 0,
-            client=request.headers.get("X-Client-Name"),
             proxy_error=str(error),
         )
-        self._finish(exchange, timeline, outcome)
         response = error_response(error)
         response.force_close()
         return response
 
-    def _record_unread(self, request: web.Request, timeline: Timeline) -> None:
+    def _record_unread(
+        self,
+        request: web.Request,
+        timeline: Timeline,
+        *,
+        status: int = 499,
+        request_bytes: int = 0,
+        proxy_error: str | None = None,
+    ) -> None:
+        """Record a request whose body was never forwarded."""
         outcome = Outcome(
-            status=499,
-            request_bytes=0,
+            status=status,
+            request_bytes=request_bytes,
             client=request.headers.get("X-Client-Name"),
-            cancelled=True,
+            cancelled=proxy_error is None,
+            proxy_error=proxy_error,
         )
         exchange = inspect_request(request.method, request.path, b"")
         self._finish(exchange, timeline, outcome)

@@ -91,9 +91,12 @@ def build_record(
 
 
 def needs_estimate(exchange: Exchange, usage: Usage) -> bool:
-    """Whether the server left a count of a tracked request unreported."""
-    return exchange.is_tracked and (
-        usage.input_tokens is None or usage.output_tokens is None
+    """Whether a tracked request lacks a count that some text could give."""
+    has_text = bool(exchange.prompt_text or usage.response_text or usage.reasoning_text)
+    return (
+        exchange.is_tracked
+        and has_text
+        and (usage.input_tokens is None or usage.output_tokens is None)
     )
 
 
