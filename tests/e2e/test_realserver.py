@@ -263,7 +263,12 @@ def test_responses_api_tokens_equal_the_servers_own(
     server: str, real_proxy: Proxy
 ) -> None:
     name = unique("responses")
-    body = {"model": MODEL, "input": "Name three colours.", "max_output_tokens": 8}
+    body = {
+        "model": MODEL,
+        "input": "Name three colours.",
+        "max_output_tokens": 8,
+        "temperature": 0,
+    }
 
     direct = post_json(f"{server}/v1/responses", body)
     post_json(f"{real_proxy.url}/v1/responses", body, name)
