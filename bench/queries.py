@@ -3,11 +3,13 @@
 The proxy creates its schema itself (Alembic, on start-up), so a database is
 made by starting the proxy once on an empty file and stopping it. Rows are
 then bulk-inserted with the sqlite3 module in large transactions, with the
-indexes dropped during the insert and rebuilt from their own SQL, and the
+indexes dropped during the insert and rebuilt from their own SQL, the
 hourly rollup `usage_hourly` filled from the rows the way migration 0002
-fills it. Then the proxy is started on the file and each /stats/* endpoint
-is timed through HTTP, and the raw SQL behind it is timed on `requests`
-directly (what the endpoint would cost without the rollup).
+fills it, and the daily rollup `usage_daily` from the hours the way 0003
+does. Then the proxy is started on the file and each /stats/* endpoint is
+timed through HTTP, and the raw SQL behind it is timed on `requests`
+directly (what the endpoint would cost without the rollups), and on the
+coarsest rollup there is (what whole days cost).
 
 The rows follow a working team's spread: a dozen models with Zipf-like
 shares and their own token sizes, two dozen clients (a quarter unnamed),
@@ -61,20 +63,23 @@ RAW_SQL = {
         sum(input_tokens), sum(output_tokens), sum(total_tokens)
         FROM requests GROUP BY day ORDER BY day""",
 }
-# The same from the rollup alone: what SQLite needs when the rollup is used.
+# The same from a rollup alone ({table}, its time column {time}): what SQLite
+# needs when whole units of that rollup are read.
 ROLLUP_READS = {
     "summary": """SELECT sum(requests), sum(errors), sum(input_tokens),
-        sum(output_tokens), sum(total_tokens), sum(duration_ms) FROM usage_hourly""",
+        sum(output_tokens), sum(total_tokens), sum(duration_ms) FROM {table}""",
     "by-model": """SELECT model, sum(requests), sum(input_tokens), sum(output_tokens),
-        sum(total_tokens) AS t, sum(duration_ms) FROM usage_hourly
+        sum(total_tokens) AS t, sum(duration_ms) FROM {table}
         GROUP BY model ORDER BY t DESC""",
     "by-client": """SELECT client, sum(requests), sum(input_tokens),
-        sum(output_tokens), sum(total_tokens) AS t FROM usage_hourly
+        sum(output_tokens), sum(total_tokens) AS t FROM {table}
         GROUP BY client ORDER BY t DESC""",
-    "timeseries": """SELECT substr(hour, 1, 10) AS day, sum(requests),
+    "timeseries": """SELECT substr({time}, 1, 10) AS day, sum(requests),
         sum(input_tokens), sum(output_tokens), sum(total_tokens)
-        FROM usage_hourly GROUP BY day ORDER BY day""",
+        FROM {table} GROUP BY day ORDER BY day""",
 }
+# Coarsest first: the rollup whose whole units an unfiltered query reads.
+ROLLUPS = (("usage_daily", "day"), ("usage_hourly", "hour"))
 ROLLUP_SQL = """
 INSERT INTO usage_hourly (hour, model, endpoint, client, status_class,
     usage_source, requests, errors, input_tokens, output_tokens, total_tokens,
@@ -87,6 +92,15 @@ SELECT strftime('%Y-%m-%d %H:00:00.000000', start_time), coalesce(model, ''),
     coalesce(sum(output_tokens), 0), coalesce(sum(total_tokens), 0),
     sum(duration_ms)
 FROM requests GROUP BY 1, 2, 3, 4, 5, 6
+"""
+DAILY_SQL = """
+INSERT INTO usage_daily (day, model, endpoint, client, status_class,
+    usage_source, requests, errors, input_tokens, output_tokens, total_tokens,
+    duration_ms)
+SELECT strftime('%Y-%m-%d 00:00:00.000000', hour), model, endpoint, client,
+    status_class, usage_source, sum(requests), sum(errors), sum(input_tokens),
+    sum(output_tokens), sum(total_tokens), sum(duration_ms)
+FROM usage_hourly GROUP BY 1, 2, 3, 4, 5, 6
 """
 
 # name, share, input tokens (median), output tokens (median), tokens/s, reasons
@@ -301,6 +315,9 @@ def fill(database: Path, total: int) -> dict[str, Any]:
         db.execute("BEGIN")
         db.execute("DELETE FROM usage_hourly")
         db.execute(ROLLUP_SQL)
+        if "usage_daily" in tables:
+            db.execute("DELETE FROM usage_daily")
+            db.execute(DAILY_SQL)
         db.execute("COMMIT")
     db.execute("PRAGMA journal_mode=WAL")
     db.close()
@@ -351,16 +368,19 @@ def measure(
     """Time every endpoint through the proxy (if any), its raw SQL, its rollup SQL."""
     rows, problems = [], []
     with sqlite3.connect(database) as db:
-        tables = db.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        has_rollup = ("usage_hourly",) in tables.fetchall()
+        found = db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        tables = {name for (name,) in found}
+    db.close()
+    rollup = next(((t, c) for t, c in ROLLUPS if t in tables), None)
     # A full scan of 10M rows takes seconds: once is enough to show it.
     raw_times = 1 if total > 1_000_000 else min(times, 3)
     for name, path in ENDPOINTS:
         row: dict[str, Any] = {"rows": total, "query": name}
         row["via"] = "proxy" if proxy else "raw SQL only"
         row["raw_ms"] = statistics.median(time_raw(database, RAW_SQL[name], raw_times))
-        if name in ROLLUP_READS and has_rollup:
-            spent = time_raw(database, ROLLUP_READS[name], max(times, 3))
+        if name in ROLLUP_READS and rollup is not None:
+            sql = ROLLUP_READS[name].format(table=rollup[0], time=rollup[1])
+            spent = time_raw(database, sql, max(times, 3))
             row["rollup_ms"] = statistics.median(spent)
         if proxy is not None:
             spent, status, size = time_http(proxy.port, path, times)

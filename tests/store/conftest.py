@@ -29,7 +29,8 @@ async def empty_postgres(url: str) -> None:
     connection = await asyncpg.connect(url)
     try:
         await connection.execute(
-            "DROP TABLE IF EXISTS requests, usage_hourly, alembic_version CASCADE"
+            "DROP TABLE IF EXISTS requests, usage_hourly, usage_daily, "
+            "alembic_version CASCADE"
         )
     finally:
         await connection.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from lms_metrics_proxy.store.batch import ROW_COLUMNS
 from lms_metrics_proxy.store.migration import alembic_config
 from lms_metrics_proxy.store.schema import requests
 
-from .helpers import BASE_TIME, count_rows, make_record
+from .helpers import BASE_TIME, assert_rollups_match_rows, count_rows, make_record
 from .test_schema import migrate_to
 
 MIGRATION_LOGGER = "lms_metrics_proxy.store.database"
@@ -91,7 +92,7 @@ async def test_empty_database_is_migrated_to_newest_and_logged(
 
     [message] = migration_messages(caplog)
     assert message.startswith("Migrations applied database=")
-    assert message.endswith("from=empty to=0002")
+    assert message.endswith("from=empty to=0003")
     assert summary["total_requests"] == 0
 
 
@@ -123,9 +124,9 @@ async def test_rust_sqlite_database_is_adopted_without_losing_rows(
 
     assert migration_messages(caplog) == [
         f"Adopted the Rust proxy's requests table database=sqlite:{path}",
-        f"Migrations applied database=sqlite:{path} from=0001 to=0002",
+        f"Migrations applied database=sqlite:{path} from=0001 to=0003",
     ]
-    assert revision_of(path) == "0002"
+    assert revision_of(path) == "0003"
     assert [(r["id"], r["start_time"]) for r in recent["requests"]] == [
         (3, "2026-01-19T11:15:00Z"),
         (2, "2026-01-19T10:59:59Z"),
@@ -219,6 +220,40 @@ async def test_upgrade_from_baseline_fills_the_rollup_from_rows(
     assert rollup_rows == 3
     assert by_rollup == by_rows
     assert {m["model"] for m in models["models"]} == {"qwen3-8b", None}
+
+
+@pytest.mark.parametrize("start", ["0001", "0002"])
+async def test_upgrade_fills_the_daily_rollup_from_the_hours(
+    database_url: str, start: str
+) -> None:
+    older = await migrate_to(database_url, "0001")
+    async with older.transaction() as connection:
+        await connection.execute(requests.insert(), rows_over_days())
+    await older.close()
+    await (await migrate_to(database_url, start)).close()
+
+    database = await open_database(Settings(database_url=database_url))
+    daily_rows = await count_rows(database, "usage_daily")
+    await assert_rollups_match_rows(database)
+    series = await queries.timeseries(database, "day")
+    raw_series = await queries.timeseries(database, "day", use_rollup=False)
+    by_model = await queries.by_model(database)
+    raw_by_model = await queries.by_model(database, use_rollup=False)
+    await database.close()
+
+    assert daily_rows == 3 * 2  # three days, two models
+    assert series == raw_series
+    assert by_model == raw_by_model
+
+
+def rows_over_days() -> list[dict[str, object]]:
+    """Rows on both sides of two midnights, for two models."""
+    midnight = BASE_TIME.replace(hour=0, minute=0, second=0) + timedelta(days=1)
+    offsets = [timedelta(microseconds=-1), timedelta(0), timedelta(hours=5)]
+    times = [
+        midnight + offset + timedelta(days=day) for offset in offsets for day in (0, 1)
+    ]
+    return [rust_row(start_time=t, model=m) for t in times for m in ("a", None)]
 
 
 async def test_downgrade_to_nothing_and_upgrade_again(database_url: str) -> None:

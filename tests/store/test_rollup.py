@@ -1,4 +1,4 @@
-"""The hourly rollup gives exactly what the raw rows give, whatever the rows."""
+"""The rollups give exactly what the raw rows give, whatever the rows."""
 
 from __future__ import annotations
 
@@ -13,20 +13,33 @@ from hypothesis import strategies as st
 
 from lms_metrics_proxy.config import Settings
 from lms_metrics_proxy.store import Database, Filters, Record, open_database, queries
-from lms_metrics_proxy.store.batch import insert_batch
+from lms_metrics_proxy.store.schema import ROLLUPS
 
 from .conftest import POSTGRES_URL, empty_postgres
-from .helpers import make_record
+from .helpers import assert_rollups_match_rows, fill, make_record, read_rollup
 
-START = datetime(2026, 1, 19, 9, tzinfo=UTC)
-SPAN_MS = 5 * 3600 * 1000  # rows over five hours
+# Rows over three days from 21:00, so that midnights fall inside.
+START = datetime(2026, 1, 18, 21, tzinfo=UTC)
+SPAN_HOURS = 3 * 24
+HOUR_MS = 3600 * 1000
+
+
+def moments_within(first_hour: int, last_hour: int) -> st.SearchStrategy[datetime]:
+    """Times in the hours given, often on or next to an hour's (or day's) edge."""
+    into_hour = st.one_of(
+        st.sampled_from([0, 1, HOUR_MS - 1]), st.integers(0, HOUR_MS - 1)
+    )
+    return st.builds(
+        lambda hour, ms: START + timedelta(hours=hour, milliseconds=ms),
+        st.integers(first_hour, last_hour),
+        into_hour,
+    )
+
 
 tokens = st.one_of(st.none(), st.integers(0, 50_000))
 records = st.builds(
     make_record,
-    start_time=st.integers(0, SPAN_MS).map(
-        lambda ms: START + timedelta(milliseconds=ms)
-    ),
+    start_time=moments_within(0, SPAN_HOURS),
     model=st.sampled_from(["a", "b", None, ""]),
     endpoint=st.sampled_from(["/v1/chat/completions", "/v1/embeddings"]),
     client=st.sampled_from([None, "cli", "web"]),
@@ -38,12 +51,7 @@ records = st.builds(
     total_tokens=tokens,
     duration_ms=st.integers(0, 600_000),
 )
-moments = st.one_of(
-    st.none(),
-    st.integers(-1800_000, SPAN_MS + 1800_000).map(
-        lambda ms: START + timedelta(milliseconds=ms)
-    ),
-)
+moments = st.one_of(st.none(), moments_within(-2, SPAN_HOURS + 2))
 # Mostly no label filter, so that the time edges have rows to get wrong.
 filters = st.builds(
     Filters,
@@ -77,19 +85,13 @@ def matches(row: Record, chosen: Filters) -> bool:
     return all(getattr(chosen, name) in (None, getattr(row, name)) for name in labels)
 
 
-async def fill(database: Database, rows: list[Record], batch: int) -> None:
-    """Insert the rows in batches, as the writer would."""
-    for start in range(0, len(rows), batch):
-        async with database.transaction() as connection:
-            await insert_batch(connection, rows[start : start + batch])
-
-
 async def compare(
     url: str, rows: list[Record], batch: int, choices: list[Filters]
 ) -> None:
     database = await open_database(Settings(database_url=url))
     try:
         await fill(database, rows, batch)
+        await assert_rollups_match_rows(database)
         for chosen in choices:
             await compare_one(database, rows, chosen)
     finally:
@@ -119,7 +121,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @settings(
-    max_examples=50,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
@@ -140,19 +142,60 @@ def test_rollup_equals_raw_rows(
         asyncio.run(compare(url, rows, batch, choices))
 
 
-def test_rollup_keeps_one_row_per_group_across_batches(tmp_path: Path) -> None:
-    rows = [make_record(model=None, client=None) for _ in range(7)]
+def test_each_rollup_keeps_one_row_per_group_across_batches(tmp_path: Path) -> None:
+    hours = [START + timedelta(hours=4 + i % 2) for i in range(7)]  # one day
+    rows = [make_record(start_time=t, model=None, client=None) for t in hours]
 
-    async def run() -> int:
+    async def run() -> list[dict[tuple, list[int]]]:
         database = await open_database(Settings(database_url=f"sqlite:{tmp_path}/r.db"))
         await fill(database, rows, 2)
-        async with database.engine.connect() as connection:
-            result = await connection.exec_driver_sql(
-                "SELECT COUNT(*), SUM(requests) FROM usage_hourly"
-            )
-            count, total = result.one()
+        tables = [await read_rollup(database, rollup) for rollup in ROLLUPS]
         await database.close()
-        assert total == 7
-        return int(count)
+        return tables
 
-    assert asyncio.run(run()) == 1
+    hourly, daily = asyncio.run(run())
+
+    assert sorted(sums[0] for sums in hourly.values()) == [3, 4]
+    assert [sums[0] for sums in daily.values()] == [7]
+
+
+MIDNIGHT = datetime(2026, 1, 20, tzinfo=UTC)
+US = timedelta(microseconds=1)
+AROUND_MIDNIGHT = [MIDNIGHT + offset for offset in (-US, 0 * US, US)]
+
+
+@pytest.mark.parametrize(
+    "chosen",
+    [
+        Filters(),
+        Filters(since=MIDNIGHT),
+        Filters(until=MIDNIGHT),
+        Filters(since=MIDNIGHT - US, until=MIDNIGHT + US),
+        Filters(since=MIDNIGHT - timedelta(days=1), until=MIDNIGHT),
+        Filters(since=MIDNIGHT - timedelta(hours=1), until=MIDNIGHT + 2 * US),
+        Filters(since=MIDNIGHT - timedelta(days=1, minutes=1)),
+        Filters(until=MIDNIGHT + timedelta(days=1, hours=1, seconds=1)),
+    ],
+    ids=[
+        "all",
+        "from-midnight",
+        "until-midnight",
+        "one-microsecond-each-side",
+        "the-day-before",
+        "last-hour-and-a-bit",
+        "ragged-since-a-day-earlier",
+        "ragged-until-a-day-later",
+    ],
+)
+def test_rows_next_to_midnight_fall_on_the_right_side(
+    backend: str, tmp_path: Path, chosen: Filters
+) -> None:
+    earlier = [t - timedelta(days=1) for t in AROUND_MIDNIGHT]
+    rows = [make_record(start_time=t) for t in earlier + AROUND_MIDNIGHT]
+    url = f"sqlite:{tmp_path / 'm.db'}"
+    if backend == "postgres":
+        assert POSTGRES_URL is not None
+        asyncio.run(empty_postgres(POSTGRES_URL))
+        url = POSTGRES_URL
+
+    asyncio.run(compare(url, rows, 2, [chosen]))

@@ -1,12 +1,13 @@
 """What one batch writes: the rows, and the rollup counts they add.
 
 `insert_batch` runs inside the writer's transaction, so a batch's rows and its
-`usage_hourly` increments land together or not at all. The rollup increments
-are summed here, in Python, so each batch sends one upsert per group
-(INSERT ... ON CONFLICT DO UPDATE, on SQLite 3.24+ and PostgreSQL alike).
+increments to every rollup (hourly, daily) land together or not at all. The
+increments are summed here, in Python, so each batch sends one upsert per
+group and rollup (INSERT ... ON CONFLICT DO UPDATE, on SQLite 3.24+ and
+PostgreSQL alike); a day's increments are summed from the hours'.
 
 The writer shares the proxy's event loop, so rows skip SQLAlchemy's per-row
-parameter processing: both statements are compiled once per dialect and run
+parameter processing: the statements are compiled once per dialect and run
 with plain tuples, the values converted here as UtcDateTime would.
 """
 
@@ -19,20 +20,18 @@ from operator import attrgetter
 from typing import Any
 
 import orjson
-from sqlalchemy import Dialect
+from sqlalchemy import Dialect, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
 from lms_metrics_proxy.store.record import Record
 from lms_metrics_proxy.store.schema import (
-    GROUP_COLUMNS,
+    ROLLUPS,
     SUM_COLUMNS,
     as_utc,
-    floor_hour,
     requests,
     status_class,
-    usage_hourly,
 )
 
 # Every column but `id`: the two times first and `details` last, as below.
@@ -40,15 +39,19 @@ ROW_COLUMNS = tuple(c.name for c in requests.columns if c.name != "id")
 PLAIN_VALUES = attrgetter(*ROW_COLUMNS[2:-1])
 
 GroupKey = tuple[datetime, str, str, str, str, str]
+Deltas = dict[GroupKey, list[int]]
 Row = tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Statements:
-    """The two statements of a batch as driver SQL, and how to write times."""
+    """A batch's statements as driver SQL, and how to write times.
+
+    `upserts` has one statement per rollup, in ROLLUPS order.
+    """
 
     insert: str
-    upsert: str
+    upserts: tuple[str, ...]
     time: Callable[[datetime], Any]
     clean: bool
 
@@ -57,13 +60,16 @@ COMPILED: dict[type[Dialect], Statements] = {}
 
 
 async def insert_batch(connection: AsyncConnection, records: Sequence[Record]) -> None:
-    """Insert `records` and add them to `usage_hourly`."""
+    """Insert `records` and add them to every rollup."""
     statements = compiled(connection.dialect)
     rows = [row_values(record, statements) for record in records]
     await connection.exec_driver_sql(statements.insert, rows)
-    await connection.exec_driver_sql(
-        statements.upsert, rollup_values(records, statements)
-    )
+
+    # Summed once by the finest unit; each rollup regroups the previous sums.
+    deltas = rollup_deltas(records, ROLLUPS[0].floor)
+    for rollup, upsert in zip(ROLLUPS, statements.upserts, strict=True):
+        deltas = regroup(deltas, rollup.floor)
+        await connection.exec_driver_sql(upsert, rollup_values(deltas, statements))
 
 
 def row_values(record: Record, statements: Statements) -> Row:
@@ -90,23 +96,22 @@ def without_nul(value: Any) -> Any:
     return value
 
 
-def rollup_values(records: Iterable[Record], statements: Statements) -> list[Row]:
-    """Return one upsert row per group, in GROUP_COLUMNS + SUM_COLUMNS order."""
-    rows = [
-        (statements.time(key[0]), *key[1:], *sums)
-        for key, sums in rollup_deltas(records).items()
-    ]
+def rollup_values(deltas: Deltas, statements: Statements) -> list[Row]:
+    """Return one upsert row per group, in key then SUM_COLUMNS order."""
+    rows = [(statements.time(key[0]), *key[1:], *sums) for key, sums in deltas.items()]
     if statements.clean:
         rows = [tuple(without_nul(value) for value in row) for row in rows]
     return rows
 
 
-def rollup_deltas(records: Iterable[Record]) -> dict[GroupKey, list[int]]:
-    """Sum `records` by rollup group, each sum in SUM_COLUMNS order."""
-    sums: dict[GroupKey, list[int]] = {}
+def rollup_deltas(
+    records: Iterable[Record], floor: Callable[[datetime], datetime]
+) -> Deltas:
+    """Sum `records` by rollup group, the time cut by `floor`, in SUM_COLUMNS order."""
+    sums: Deltas = {}
     for record in records:
         key = (
-            floor_hour(record.start_time),
+            floor(record.start_time),
             record.model or "",
             record.endpoint,
             record.client or "",
@@ -123,6 +128,17 @@ def rollup_deltas(records: Iterable[Record]) -> dict[GroupKey, list[int]]:
     return sums
 
 
+def regroup(deltas: Deltas, floor: Callable[[datetime], datetime]) -> Deltas:
+    """Sum groups again with their times cut by a coarser `floor`."""
+    coarser: Deltas = {}
+    for key, sums in deltas.items():
+        coarse_key = (floor(key[0]), *key[1:])
+        group = coarser.setdefault(coarse_key, [0] * len(SUM_COLUMNS))
+        for index, value in enumerate(sums):
+            group[index] += value
+    return coarser
+
+
 def compiled(dialect: Dialect) -> Statements:
     """Return both statements for `dialect`, compiled on first use."""
     statements = COMPILED.get(type(dialect))
@@ -132,16 +148,19 @@ def compiled(dialect: Dialect) -> Statements:
 
 
 def compile_statements(dialect: Dialect) -> Statements:
-    """Compile both statements, checking that parameters come in our order."""
+    """Compile the statements, checking that parameters come in our order."""
     insert = requests.insert().compile(dialect=dialect, column_keys=list(ROW_COLUMNS))
-    upsert = rollup_upsert(dialect.name).compile(dialect=dialect)
     if tuple(insert.positiontup or ()) != ROW_COLUMNS:
         raise AssertionError(f"Unexpected INSERT parameters: {insert.positiontup}")
-    if tuple(upsert.positiontup or ()) != GROUP_COLUMNS + SUM_COLUMNS:
-        raise AssertionError(f"Unexpected upsert parameters: {upsert.positiontup}")
+    upserts = []
+    for rollup in ROLLUPS:
+        upsert = rollup_upsert(dialect.name, rollup.table).compile(dialect=dialect)
+        if tuple(upsert.positiontup or ()) != rollup.group_columns + SUM_COLUMNS:
+            raise AssertionError(f"Unexpected upsert parameters: {upsert.positiontup}")
+        upserts.append(str(upsert))
     if dialect.name == "postgresql":
-        return Statements(str(insert), str(upsert), as_utc, clean=True)
-    return Statements(str(insert), str(upsert), sqlite_time, clean=False)
+        return Statements(str(insert), tuple(upserts), as_utc, clean=True)
+    return Statements(str(insert), tuple(upserts), sqlite_time, clean=False)
 
 
 def sqlite_time(moment: datetime) -> str:
@@ -149,21 +168,20 @@ def sqlite_time(moment: datetime) -> str:
     return as_utc(moment).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def rollup_upsert(dialect: str) -> Insert:
+def rollup_upsert(dialect: str, table: Table) -> Insert:
     """Build the statement that adds one group's increments to its row."""
+    key = [column.name for column in table.primary_key]
     if dialect == "postgresql":
-        pg_statement = postgresql.insert(usage_hourly)
+        pg_statement = postgresql.insert(table)
         return pg_statement.on_conflict_do_update(
-            index_elements=list(GROUP_COLUMNS),
-            set_=increments(pg_statement.excluded),
+            index_elements=key, set_=increments(table, pg_statement.excluded)
         )
-    sqlite_statement = sqlite.insert(usage_hourly)
+    sqlite_statement = sqlite.insert(table)
     return sqlite_statement.on_conflict_do_update(
-        index_elements=list(GROUP_COLUMNS),
-        set_=increments(sqlite_statement.excluded),
+        index_elements=key, set_=increments(table, sqlite_statement.excluded)
     )
 
 
-def increments(excluded: Any) -> dict[str, Any]:
+def increments(table: Table, excluded: Any) -> dict[str, Any]:
     """Return SET clauses adding the proposed row's sums to the stored ones."""
-    return {name: usage_hourly.c[name] + excluded[name] for name in SUM_COLUMNS}
+    return {name: table.c[name] + excluded[name] for name in SUM_COLUMNS}

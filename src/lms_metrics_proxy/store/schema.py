@@ -1,14 +1,17 @@
-"""The tables: `requests` (SPEC §3, one row per request) and `usage_hourly`.
+"""The tables: `requests` (SPEC §3, one row per request) and two rollups.
 
 This module only describes tables; it opens nothing. The migrations in
 `migrations/versions` create exactly these tables, and a test compares the two.
-`usage_hourly` is a rollup of `requests` by hour that the writer keeps in the
-same transaction as the rows, so long-range statistics need not scan them.
+`usage_hourly` and `usage_daily` sum `requests` by UTC hour and by UTC day;
+the writer keeps both in the same transaction as the rows, so long-range
+statistics read a few rows per day instead of scanning requests or hours.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -69,6 +72,11 @@ def floor_hour(moment: datetime) -> datetime:
     return as_utc(moment).replace(minute=0, second=0, microsecond=0)
 
 
+def floor_day(moment: datetime) -> datetime:
+    """Return the start of the UTC day that `moment` falls in."""
+    return as_utc(moment).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 # BIGINT keys on PostgreSQL; SQLite needs the exact type INTEGER for a rowid key.
 RowId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -112,9 +120,9 @@ requests = Table(
     sqlite_autoincrement=True,
 )
 
-# The rollup's group columns. A unique key treats NULLs as distinct on both
-# databases, so a missing model or client is stored as '' here.
-GROUP_COLUMNS = ("hour", "model", "endpoint", "client", "status_class", "usage_source")
+# What a rollup groups by besides time. A unique key treats NULLs as distinct
+# on both databases, so a missing model or client is stored as '' there.
+LABEL_COLUMNS = ("model", "endpoint", "client", "status_class", "usage_source")
 SUM_COLUMNS = (
     "requests",
     "errors",
@@ -124,18 +132,63 @@ SUM_COLUMNS = (
     "duration_ms",
 )
 
-usage_hourly = Table(
-    "usage_hourly",
-    metadata,
-    Column("hour", UtcDateTime(), nullable=False),
-    Column("model", Text(), nullable=False),
-    Column("endpoint", Text(), nullable=False),
-    Column("client", Text(), nullable=False),
-    Column("status_class", Text(), nullable=False),
-    Column("usage_source", Text(), nullable=False),
-    *(Column(name, BigInteger(), nullable=False) for name in SUM_COLUMNS),
-    PrimaryKeyConstraint(*GROUP_COLUMNS, name="pk_usage_hourly"),
-)
+
+def rollup_table(name: str, unit: str) -> Table:
+    """Describe a rollup keyed by the start of a UTC `unit` and the labels."""
+    return Table(
+        name,
+        metadata,
+        Column(unit, UtcDateTime(), nullable=False),
+        *(Column(label, Text(), nullable=False) for label in LABEL_COLUMNS),
+        *(Column(total, BigInteger(), nullable=False) for total in SUM_COLUMNS),
+        PrimaryKeyConstraint(unit, *LABEL_COLUMNS, name=f"pk_{name}"),
+    )
+
+
+usage_hourly = rollup_table("usage_hourly", "hour")
+usage_daily = rollup_table("usage_daily", "day")
+
+
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    """A rollup table and the UTC unit of time that each of its rows covers.
+
+    `unit` names both the table's time column and the time series bucket that
+    the column already is the start of.
+    """
+
+    table: Table
+    unit: str
+    step: timedelta
+    floor: Callable[[datetime], datetime]
+
+    @property
+    def time(self) -> Column[datetime]:
+        """The column holding the start of each row's unit."""
+        column: Column[datetime] = self.table.c[self.unit]
+        return column
+
+    @property
+    def group_columns(self) -> tuple[str, ...]:
+        """The table's key: the unit's start, then the labels."""
+        return (self.unit, *LABEL_COLUMNS)
+
+    def ceil(self, moment: datetime) -> datetime | None:
+        """Return the first unit start at or after `moment`; None past year 9999."""
+        floor = self.floor(moment)
+        if floor == as_utc(moment):
+            return floor
+        try:
+            return floor + self.step
+        except OverflowError:
+            return None
+
+
+HOURLY = Rollup(usage_hourly, "hour", timedelta(hours=1), floor_hour)
+DAILY = Rollup(usage_daily, "day", timedelta(days=1), floor_day)
+# Finest first: each unit is a whole number of the one before it, and every
+# unit start is also a start of the finer units, so reads can nest them.
+ROLLUPS = (HOURLY, DAILY)
 
 
 def status_class(http_status: int) -> str:
