@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
+from yarl import URL
+
 from lms_metrics_proxy.relay.upstream import (
     HIGH_WATER,
     Answer,
@@ -19,7 +21,6 @@ from lms_metrics_proxy.relay.upstream import (
     UpstreamInvalid,
     request_head,
 )
-from yarl import URL
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 JSON = (
@@ -246,13 +247,11 @@ async def test_silence_mid_body_is_a_timeout_but_a_slow_steady_body_is_not() -> 
 
     async with server(trickle) as (pool, _):
         answer = await post(pool, b"{}")
-        got = b""
+        got = [await answer.read_chunk() for _ in range(4)]
         with pytest.raises(TimeoutError):
-            while chunk := await answer.read_chunk():
-                got += chunk
+            await answer.read_chunk()
 
-    assert got == b"abababab"[: len(got)]
-    assert len(got) == 8
+    assert b"".join(got) == b"abababab"
 
 
 async def test_a_head_answer_has_no_body_and_its_connection_is_not_reused() -> None:
@@ -307,7 +306,7 @@ async def test_a_refused_connection_is_an_os_error() -> None:
     await listener.wait_closed()
     pool = Pool(URL(f"http://127.0.0.1:{port}"), connect_timeout=2, read_timeout=1)
 
-    with pytest.raises(OSError):
+    with pytest.raises(ConnectionRefusedError):
         await post(pool, b"{}")
 
 
