@@ -36,6 +36,7 @@ def tokenizer() -> Iterator[None]:
 @pytest.fixture
 def no_tokenizer(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setitem(sys.modules, "bpe_openai", None)
+    monkeypatch.setitem(sys.modules, "bpe_openai._bindings", None)
     estimate_module._TOKENIZER.forget()
     yield
     estimate_module._TOKENIZER.forget()
@@ -164,10 +165,10 @@ def test_a_tokenizer_that_fails_to_load_warns_once(
 ) -> None:
     class Broken:
         @staticmethod
-        def get_encoding(name: str) -> object:
+        def tokenizer_for_encoding(name: str) -> object:
             raise RuntimeError(f"no data for {name}")
 
-    monkeypatch.setitem(sys.modules, "bpe_openai", Broken)
+    monkeypatch.setattr(estimate_module, "_bindings", lambda: Broken)
     estimate_module._TOKENIZER.forget()
     usage = Usage(response_text="Hi")
 
@@ -209,3 +210,28 @@ def test_without_the_tokenizer_a_missing_output_stays_missing() -> None:
     usage = Usage(input_tokens=5, usage_source="upstream", response_text="Hi")
 
     assert estimate(chat_exchange(), usage) is usage
+
+
+def test_the_tokenizer_loads_without_decoding_the_packages_vocabularies() -> None:
+    pytest.importorskip("bpe_openai")
+    code = (
+        "import sys, lms_metrics_proxy.usage.estimate as e; "
+        "print(e.count_tokens('Hello world'), 'bpe_openai.compat' in sys.modules)"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+
+    assert result.stdout.split() == ["2", "False"]
+
+
+@pytest.mark.usefixtures("tokenizer")
+def test_counts_equal_the_packages_own_encoding() -> None:
+    bpe_openai = pytest.importorskip("bpe_openai")
+    encoding = bpe_openai.get_encoding("cl100k_base")
+    texts = ["Hello <|endoftext|> world", "ünïcödé 1234567\n\n  f(x) => y;", " " * 9]
+
+    assert [count_tokens(t) for t in texts] == [
+        len(encoding.encode_ordinary(t)) for t in texts
+    ]

@@ -26,7 +26,6 @@ from lms_metrics_proxy.errors import (
     UpstreamTimeout,
 )
 from lms_metrics_proxy.relay.headers import (
-    REQUEST_DROPPED,
     RESPONSE_DROPPED,
     forward_headers,
 )
@@ -38,6 +37,11 @@ from lms_metrics_proxy.relay.recorder import (
     now_utc,
 )
 from lms_metrics_proxy.relay.tokenize import ServerTokenizer
+from lms_metrics_proxy.relay.upstream import (
+    Answer,
+    Pool,
+    UpstreamInvalid,
+)
 from lms_metrics_proxy.store.record import Record
 from lms_metrics_proxy.tasks import spawn
 from lms_metrics_proxy.usage import (
@@ -64,6 +68,9 @@ WHOLE_BODY_MAX = 2**20
 STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
 # Error bodies read to decide on the stream_options retry are small.
 MAX_REJECTION_BYTES = 2**16
+# How a body can stop early: the server (or the client, through aiohttp's
+# ClientConnectionResetError) hung up, sent junk, or went silent.
+UPSTREAM_FAULTS = (aiohttp.ClientError, OSError, UpstreamInvalid, TimeoutError)
 
 
 class Relay:
@@ -74,12 +81,19 @@ class Relay:
         self.observe = observe
         self.upstream = URL(settings.upstream_url)
         self.inject = settings.inject_stream_usage
+        self.pool: Pool | None = None
+        # aiohttp's client only asks the server to count tokens, off the path.
         self.session: aiohttp.ClientSession | None = None
         self.estimating: set[asyncio.Task[None]] = set()
         self.server_tokenizer = ServerTokenizer(self.upstream)
 
     async def start(self) -> None:
         """Open the pooled upstream connections."""
+        self.pool = Pool(
+            self.upstream,
+            self.settings.upstream_connect_timeout,
+            self.settings.upstream_read_timeout,
+        )
         timeout = aiohttp.ClientTimeout(
             total=None,
             connect=self.settings.upstream_connect_timeout,
@@ -100,6 +114,8 @@ class Relay:
         """Record what is still being estimated, then close the connections."""
         if self.estimating:
             await asyncio.gather(*self.estimating, return_exceptions=True)
+        if self.pool is not None:
+            await self.pool.close()
         if self.session is not None:
             await self.session.close()
 
@@ -192,29 +208,24 @@ class Relay:
             parts.append(chunk)
         return b"".join(parts)
 
-    async def _open(self, request: web.Request, body: bytes) -> aiohttp.ClientResponse:
-        assert self.session is not None, "Relay.start() was not awaited"
-        url = self.upstream.join(URL(request.raw_path, encoded=True))
-        headers = forward_headers(
-            request.headers.items(), REQUEST_DROPPED, request.headers.get("Connection")
-        )
+    async def _open(self, request: web.Request, body: bytes) -> Answer:
+        assert self.pool is not None, "Relay.start() was not awaited"
         try:
-            return await self.session.request(
+            return await self.pool.request(
                 request.method,
-                url,
-                headers=headers,
-                data=body if body or request.body_exists else None,
-                allow_redirects=False,
-                compress=None,
+                request.raw_path,
+                request.raw_headers,
+                body,
+                request.body_exists,
             )
-        except (TimeoutError, aiohttp.ServerTimeoutError) as error:
+        except TimeoutError as error:
             raise UpstreamTimeout(timeout_message(self.settings)) from error
-        except aiohttp.ClientResponseError as error:
+        except UpstreamInvalid as error:
             raise UpstreamError(invalid_message(self.settings, error)) from error
-        except (aiohttp.ClientError, OSError) as error:
+        except OSError as error:
             raise UpstreamError(unreachable_message(self.settings, error)) from error
 
-    def _stop_injecting(self, upstream: aiohttp.ClientResponse) -> None:
+    def _stop_injecting(self, upstream: Answer) -> None:
         upstream.close()
         self.inject = False
         logger.warning(
@@ -226,7 +237,7 @@ class Relay:
     async def _stream(
         self,
         request: web.Request,
-        upstream: aiohttp.ClientResponse,
+        upstream: Answer,
         exchange: Exchange,
         timeline: Timeline,
         outcome: Outcome,
@@ -253,7 +264,7 @@ class Relay:
         except asyncio.CancelledError:
             outcome.usage = meter.finish(cancelled=True)
             raise
-        except (aiohttp.ClientError, ConnectionResetError, TimeoutError) as error:
+        except UPSTREAM_FAULTS as error:
             _end_early(request, exchange, meter, outcome, error)
         return response
 
@@ -338,21 +349,21 @@ class Relay:
             )
 
 
-async def _read_some(upstream: aiohttp.ClientResponse) -> bytes:
-    """Read up to MAX_REJECTION_BYTES of an error body, to look into it."""
+async def _read_some(upstream: Answer) -> bytes:
+    """Read MAX_REJECTION_BYTES or more of an error body, to look into it."""
     buffer = bytearray()
     try:
         while len(buffer) < MAX_REJECTION_BYTES:
-            chunk = await upstream.content.read(MAX_REJECTION_BYTES - len(buffer))
+            chunk = await upstream.read_chunk()
             if not chunk:
                 break
             buffer += chunk
-    except (aiohttp.ClientError, TimeoutError):
+    except UPSTREAM_FAULTS:
         pass  # whatever came is passed on; the stream below sees the fault
     return bytes(buffer)
 
 
-def _is_small_whole(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
+def _is_small_whole(request: web.Request, upstream: Answer) -> bool:
     length = upstream.content_length
     return (
         length is not None
@@ -366,7 +377,7 @@ def _is_small_whole(request: web.Request, upstream: aiohttp.ClientResponse) -> b
 
 async def _send_whole(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: Answer,
     exchange: Exchange,
     meter: Meter,
     outcome: Outcome,
@@ -374,9 +385,9 @@ async def _send_whole(
     """Read a small answer whole, then send headers and body in one write."""
     parts: list[bytes] = []
     try:
-        async for chunk in upstream.content.iter_any():
+        while chunk := await upstream.read_chunk():
             parts.append(chunk)
-    except (aiohttp.ClientError, TimeoutError) as error:
+    except UPSTREAM_FAULTS as error:
         return await _send_broken(
             request, upstream, exchange, meter, outcome, parts, error
         )
@@ -396,7 +407,7 @@ async def _send_whole(
 
 async def _send_broken(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: Answer,
     exchange: Exchange,
     meter: Meter,
     outcome: Outcome,
@@ -417,7 +428,7 @@ async def _send_broken(
     return response
 
 
-def _response(upstream: aiohttp.ClientResponse, filtering: bool) -> web.StreamResponse:
+def _response(upstream: Answer, filtering: bool) -> web.StreamResponse:
     """Build the client's response with the server's status and headers."""
     headers = forward_headers(
         upstream.headers.items(), RESPONSE_DROPPED, upstream.headers.get("Connection")
@@ -431,7 +442,7 @@ def _response(upstream: aiohttp.ClientResponse, filtering: bool) -> web.StreamRe
 
 async def _pump(
     response: web.StreamResponse,
-    upstream: aiohttp.ClientResponse,
+    upstream: Answer,
     meter: Meter,
     timeline: Timeline,
     outcome: Outcome,
@@ -444,7 +455,7 @@ async def _pump(
         await response.write(prefix)
         outcome.response_bytes += len(prefix)
         meter.feed(prefix)
-    async for chunk in upstream.content.iter_any():
+    while chunk := await upstream.read_chunk():
         if filtering:
             chunk = meter.filter(chunk)
             if chunk:
