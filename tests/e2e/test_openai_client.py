@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.request
 import uuid
 
 import openai
@@ -153,3 +154,28 @@ def test_api_key_is_never_stored(proxy: Proxy) -> None:
     row = proxy.row(name)
     assert "sk-planted-secret-4242" not in json.dumps(row)
     assert "sk-planted-secret-4242" not in proxy.log_text()
+
+
+def test_metrics_count_the_request_and_its_tokens(proxy: Proxy) -> None:
+    def scrape() -> str:
+        with urllib.request.urlopen(f"{proxy.url}/metrics", timeout=10) as answer:
+            return answer.read().decode()
+
+    def value(text: str, prefix: str) -> float:
+        lines = [line for line in text.splitlines() if line.startswith(prefix)]
+        return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+    requests = 'lms_proxy_requests_total{endpoint="/v1/chat/completions",'
+    requests += 'method="POST",model="qwen2.5-7b-instruct",status="200"}'
+    tokens = 'lms_proxy_tokens_total{direction="output",'
+    tokens += 'model="qwen2.5-7b-instruct",source="upstream"}'
+    before = scrape()
+    client = client_for(proxy, "lmstudio-chat-nonstream.json", unique("metrics"))
+
+    client.chat.completions.create(
+        model="qwen2.5-7b-instruct", messages=[{"role": "user", "content": "Hello!"}]
+    )
+    after = scrape()
+
+    assert value(after, requests) == value(before, requests) + 1
+    assert value(after, tokens) == value(before, tokens) + 7

@@ -2,11 +2,26 @@
 
 Counted in memory per process from the same Records the writer stores (plus
 GET, HEAD and OPTIONS requests, which get no row); served at `/metrics`.
+
+Counting runs once per request on the relay's event loop, so it is plain
+dictionary arithmetic; prometheus_client only comes in at scrape time, through
+a custom collector that turns the sums into metric families. Its own Counter
+and Histogram classes lock and validate on every increment, which cost about
+15 µs per request under load (measured with the benchmark's wrk run).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from bisect import bisect_left
+from collections.abc import Iterator
+from itertools import accumulate
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from lms_metrics_proxy.store.record import Record
@@ -16,70 +31,116 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
+Labels = tuple[str, ...]
+
+
+class Histogram:
+    """Observations by label values: a count per bucket (the last is +Inf), a sum."""
+
+    __slots__ = ("bounds", "series")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.series: dict[Labels, tuple[list[int], list[float]]] = {}
+
+    def observe(self, labels: Labels, value: float) -> None:
+        """Count `value` in the first bucket whose upper bound holds it."""
+        entry = self.series.get(labels)
+        if entry is None:
+            entry = self.series[labels] = ([0] * (len(self.bounds) + 1), [0.0])
+        entry[0][bisect_left(self.bounds, value)] += 1
+        entry[1][0] += value
+
+    def family(self, name: str, documentation: str, names: Labels) -> Metric:
+        """Return the series as one histogram family, buckets cumulative."""
+        family = HistogramMetricFamily(name, documentation, labels=names)
+        # "0.01", "1.0", "+Inf": how prometheus_client writes `le` itself.
+        edges = [repr(float(bound)) for bound in self.bounds] + ["+Inf"]
+        for labels, (counts, total) in sorted(self.series.items()):
+            buckets = list(zip(edges, accumulate(counts), strict=True))
+            family.add_metric(labels, buckets, total[0])
+        return family
+
 
 class Metrics:
     """Counters and histograms of proxied requests, in a registry of their own."""
 
     def __init__(self) -> None:
+        # (method, endpoint, model, status) -> requests
+        self.requests: dict[Labels, int] = {}
+        # (endpoint, model) -> requests that ended in an error
+        self.errors: dict[Labels, int] = {}
+        # (model, direction, source) -> tokens
+        self.tokens: dict[Labels, int] = {}
+        self.duration = Histogram(DURATION_BUCKETS)  # by endpoint
+        self.ttft = Histogram(TTFT_BUCKETS)  # by model
         self.registry = CollectorRegistry(auto_describe=True)
-        labels = ("method", "endpoint", "model", "status")
-        self.requests = Counter(
-            "lms_proxy_requests",
-            "Requests relayed to the model server",
-            labels,
-            registry=self.registry,
-        )
-        self.errors = Counter(
-            "lms_proxy_request_errors",
-            "Relayed requests that ended in an error",
-            ("endpoint", "model"),
-            registry=self.registry,
-        )
-        self.tokens = Counter(
-            "lms_proxy_tokens",
-            "Tokens counted, by direction and by where the count came from",
-            ("model", "direction", "source"),
-            registry=self.registry,
-        )
-        self.duration = Histogram(
-            "lms_proxy_request_duration_seconds",
-            "Time from request to last byte",
-            ("endpoint",),
-            buckets=DURATION_BUCKETS,
-            registry=self.registry,
-        )
-        self.ttft = Histogram(
-            "lms_proxy_time_to_first_token_seconds",
-            "Time from request to the first generated content",
-            ("model",),
-            buckets=TTFT_BUCKETS,
-            registry=self.registry,
-        )
+        self.registry.register(self)
 
     def observe(self, record: Record) -> None:
         """Count one finished request."""
         model = record.model or ""
         endpoint = _endpoint_label(record.endpoint)
-        self.requests.labels(
-            record.method, endpoint, model, str(record.http_status)
-        ).inc()
+        _add(self.requests, (record.method, endpoint, model, str(record.http_status)))
         if record.is_error:
-            self.errors.labels(endpoint, model).inc()
+            _add(self.errors, (endpoint, model))
         if record.input_tokens:
-            self.tokens.labels(model, "input", record.usage_source).inc(
-                record.input_tokens
-            )
+            key = (model, "input", record.usage_source)
+            _add(self.tokens, key, record.input_tokens)
         if record.output_tokens:
-            self.tokens.labels(model, "output", record.usage_source).inc(
-                record.output_tokens
-            )
-        self.duration.labels(endpoint).observe(record.duration_ms / 1000)
+            key = (model, "output", record.usage_source)
+            _add(self.tokens, key, record.output_tokens)
+        self.duration.observe((endpoint,), record.duration_ms / 1000)
         if record.ttft_ms is not None:
-            self.ttft.labels(model).observe(record.ttft_ms / 1000)
+            self.ttft.observe((model,), record.ttft_ms / 1000)
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield every metric family; prometheus_client calls this on a scrape."""
+        yield _counter(
+            "lms_proxy_requests",
+            "Requests relayed to the model server",
+            ("method", "endpoint", "model", "status"),
+            self.requests,
+        )
+        yield _counter(
+            "lms_proxy_request_errors",
+            "Relayed requests that ended in an error",
+            ("endpoint", "model"),
+            self.errors,
+        )
+        yield _counter(
+            "lms_proxy_tokens",
+            "Tokens counted, by direction and by where the count came from",
+            ("model", "direction", "source"),
+            self.tokens,
+        )
+        yield self.duration.family(
+            "lms_proxy_request_duration_seconds",
+            "Time from request to last byte",
+            ("endpoint",),
+        )
+        yield self.ttft.family(
+            "lms_proxy_time_to_first_token_seconds",
+            "Time from request to the first generated content",
+            ("model",),
+        )
 
     def render(self) -> bytes:
         """Return the metrics in Prometheus' text format."""
         return generate_latest(self.registry)
+
+
+def _add(counts: dict[Labels, int], labels: Labels, amount: int = 1) -> None:
+    counts[labels] = counts.get(labels, 0) + amount
+
+
+def _counter(
+    name: str, documentation: str, names: Labels, counts: dict[Labels, int]
+) -> Metric:
+    family = CounterMetricFamily(name, documentation, labels=names)
+    for labels, value in sorted(counts.items()):
+        family.add_metric(labels, value)
+    return family
 
 
 def _endpoint_label(path: str) -> str:
