@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any
 
@@ -165,6 +165,8 @@ def compile_statements(dialect: Dialect) -> Statements:
 
 def sqlite_time(moment: datetime) -> str:
     """Write a time as SQLAlchemy's SQLite DATETIME does: UTC, microseconds."""
+    if moment.tzinfo is UTC:  # the relay's clock: cut "+00:00" off the text
+        return moment.isoformat(" ", "microseconds")[:26]
     return as_utc(moment).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
