@@ -33,6 +33,7 @@ from typing import Any
 import load
 import queries
 import report
+import scaling
 import servers
 import spy
 from load import Ledger, Point
@@ -300,6 +301,30 @@ def load_phase(
     return ours is not None
 
 
+def scaling_phase(
+    args: argparse.Namespace, workdir: Path, stub: Server, document: dict[str, Any]
+) -> None:
+    """Time `make run` to its first answer; measure 1 and 2 workers."""
+    upstream = f"http://127.0.0.1:{stub.port}"
+    say("timing make run to its first answered request")
+    runs = 1 if args.smoke else 3
+    startup, found = scaling.startup(args.base_port + 20, upstream, workdir, runs)
+    document["startup"] = startup
+    document["problems"] += found
+    command = servers.find_proxy()
+    if args.smoke or command is None:
+        return
+    say("measuring ours with 1, then 2 workers at plain c=64")
+
+    def make_server(count: int) -> Server:
+        database = workdir / f"workers-{count}.db"
+        return servers.ours(args.base_port + 21, upstream, database, command, count)
+
+    rows, found = scaling.workers(make_server, stub, workdir, 10.0)
+    document["workers"] = rows
+    document["problems"] += found
+
+
 def run(args: argparse.Namespace, workdir: Path) -> int:
     """Run the whole benchmark; return the exit status."""
     began = time.monotonic()
@@ -310,6 +335,8 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         stub.start(workdir)
         stub.wait_ready(workdir)
         measured_ours = load_phase(args, workdir, stub, document, began)
+        if measured_ours:
+            scaling_phase(args, workdir, stub, document)
         if measured_ours and not args.no_stats:
             sizes = [1_000_000] + ([10_000_000] if args.big else [])
             port = args.base_port + 10
@@ -350,9 +377,14 @@ def print_all(document: dict[str, Any]) -> None:
     if stats:
         print()
         print(report.stats_table(stats))
-    if any(r["target"] == "ours" for r in rows):
+    if document.get("workers"):
         print()
-        print(report.checks_table(report.check_design(rows, stats)))
+        print(report.workers_table(document["workers"], servers.SERVER_CORES))
+    if any(r["target"] == "ours" for r in rows):
+        checks = report.check_design(rows, stats)
+        checks += report.startup_checks(document.get("startup") or {})
+        print()
+        print(report.checks_table(checks))
     for name, found in document.get("profiles", {}).items():
         print()
         print(spy.render(name, found))

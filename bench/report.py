@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 Row = dict[str, Any]
@@ -169,3 +170,33 @@ def checks_table(checks: list[Check]) -> str:
     verdict = {True: "met", False: "MISSED", None: "not measured"}
     cells = [[name, measured, verdict[met]] for name, measured, met in checks]
     return render(["DESIGN.md target (ours)", "measured", "verdict"], cells)
+
+
+def workers_table(rows: list[Row], server_cores: str | None) -> str:
+    """Return ours at plain c=64 with 1 and 2 worker processes."""
+    cores = len(server_cores.split(",")) if server_cores else os.cpu_count() or 1
+    cells = [
+        [
+            str(row["workers"]),
+            number(row["rps"]),
+            number(row["p50_ms"], 2),
+            number(row["p99_ms"], 2),
+            number(row.get("target_cpu_us_per_req")),
+            number(row.get("x_one_worker"), 2) if "x_one_worker" in row else "1.00",
+        ]
+        for row in rows
+    ]
+    headers = ["workers", "req/s", "p50 ms", "p99 ms", "CPU us/req", "x 1 worker"]
+    return f"ours, plain c=64, on {cores} server core(s)\n" + render(headers, cells)
+
+
+def startup_checks(startup: Row) -> list[Check]:
+    """Return the check of `make run` to its first answered request."""
+    name = "make run: first answered request < 1.5 s"
+    times = [*startup.get("new_db_s", []), *startup.get("existing_db_s", [])]
+    if not times:
+        return [(name, "-", None)]
+    slowest = max(times)
+    new, existing = max(startup["new_db_s"]), max(startup["existing_db_s"])
+    shown = f"{slowest:.2f} s (new db {new:.2f}, existing {existing:.2f})"
+    return [verdict(name, slowest, shown, 1.5)]

@@ -156,7 +156,9 @@ def stub(port: int) -> Server:
     return Server("stub", port, argv, note="bench/stub.py")
 
 
-def ours(port: int, upstream: str, database: Path, command: str) -> Server:
+def ours(
+    port: int, upstream: str, database: Path, command: str, workers: int = 1
+) -> Server:
     """Return our proxy, recording to SQLite."""
     argv = [
         command,
@@ -168,8 +170,12 @@ def ours(port: int, upstream: str, database: Path, command: str) -> Server:
         "--database-url",
         f"sqlite:{database}",
     ]
+    note = "recording on, SQLite"
+    if workers > 1:
+        argv += ["--workers", str(workers)]
+        note += f", {workers} workers"
     env = {"LOG_LEVEL": "warn"}
-    return Server("ours", port, argv, env, note="recording on, SQLite")
+    return Server("ours", port, argv, env, note=note)
 
 
 def bare(port: int, upstream: str) -> Server:
