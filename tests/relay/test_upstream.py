@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 import pytest
 from yarl import URL
 
+from lms_metrics_proxy.relay import upstream
 from lms_metrics_proxy.relay.upstream import (
     HIGH_WATER,
     Answer,
@@ -252,6 +253,43 @@ async def test_silence_mid_body_is_a_timeout_but_a_slow_steady_body_is_not() -> 
             await answer.read_chunk()
 
     assert b"".join(got) == b"abababab"
+
+
+async def test_time_away_from_the_answer_is_not_silence() -> None:
+    async def pause_then_end(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await read_request(reader)
+        writer.write(JSON % 4 + b"ab")
+        await writer.drain()
+        await asyncio.sleep(1.0)  # the reader is away for 0.8 s of it
+        writer.write(b"cd")
+        await writer.drain()
+        await asyncio.sleep(10)
+
+    async with server(pause_then_end) as (pool, _):
+        answer = await post(pool, b"{}")
+        first = await answer.read_chunk()
+        await asyncio.sleep(0.8)  # as when a slow client holds the relay up
+        rest = await body_of(answer)
+
+    assert first + rest == b"abcd"
+
+
+async def test_an_idle_connection_is_closed_after_the_keepalive_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(upstream, "KEEPALIVE_SECONDS", 0.4)
+
+    async with server(echo_forever) as (pool, connections):
+        assert await body_of(await post(pool, b"1")) == b"1"
+        kept = len(pool.open)
+        await asyncio.sleep(0.8)
+        closed = not pool.open and not pool.idle
+        assert await body_of(await post(pool, b"2")) == b"2"
+
+    assert (kept, closed) == (1, True)
+    assert len(connections) == 2
 
 
 async def test_a_head_answer_has_no_body_and_its_connection_is_not_reused() -> None:
