@@ -160,30 +160,34 @@ class Relay:
     ) -> web.StreamResponse:
         sent_body, injected = self._maybe_inject(body, exchange)
         prefix = b""
+        upstream: Answer | None = None
         try:
-            upstream = await self._open(request, sent_body)
-            if injected and upstream.status in (400, 422):
-                prefix = await _read_some(upstream)
-                if b"stream_options" in prefix:
-                    self._stop_injecting(upstream)
-                    injected, prefix = False, b""
-                    upstream = await self._open(request, body)
-        except UpstreamError as error:
-            outcome.status = error.status
-            outcome.proxy_error = str(error)
-            logger.warning(
-                "Model server failed status=%s path=%s cause=%s",
-                error.status,
-                exchange.endpoint,
-                error,
-            )
-            return error_response(error)
-        try:
+            try:
+                upstream = await self._open(request, sent_body)
+                if injected and upstream.status in (400, 422):
+                    # Inside the `finally`: a client leaving here must not
+                    # leave the connection open.
+                    prefix = await _read_some(upstream)
+                    if b"stream_options" in prefix:
+                        self._stop_injecting(upstream)
+                        injected, prefix, upstream = False, b"", None
+                        upstream = await self._open(request, body)
+            except UpstreamError as error:
+                outcome.status = error.status
+                outcome.proxy_error = str(error)
+                logger.warning(
+                    "Model server failed status=%s path=%s cause=%s",
+                    error.status,
+                    exchange.endpoint,
+                    error,
+                )
+                return error_response(error)
             return await self._stream(
                 request, upstream, exchange, timeline, outcome, injected, prefix
             )
         finally:
-            upstream.close()
+            if upstream is not None:
+                upstream.close()
 
     def _maybe_inject(self, body: bytes, exchange: Exchange) -> tuple[bytes, bool]:
         if not (self.inject and exchange.can_inject):
