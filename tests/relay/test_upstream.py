@@ -7,6 +7,7 @@ so framing, keep-alive, timeouts and faults are what the client really meets.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -219,6 +220,77 @@ async def test_a_kept_connection_the_server_closed_is_replaced_without_error() -
 
         assert await body_of(second) == b"ok"
     assert len(connections) == 2
+
+
+def drops_second_request(after: float) -> tuple[Handler, list[bytes]]:
+    """A server that answers a first request, then drops the connection
+    `after` seconds into the second one, without a byte."""
+    seen: list[bytes] = []
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        for number in itertools.count():
+            head, body = await read_request(reader)
+            seen.append(head.split(b" ", 2)[0] + b" " + body)
+            if number == 1:
+                await asyncio.sleep(after)
+                writer.transport.abort()
+                return
+            writer.write(JSON % 2 + b"ok")
+            await writer.drain()
+
+    return handler, seen
+
+
+async def test_a_post_dropped_at_once_on_a_kept_connection_is_sent_again() -> None:
+    handler, seen = drops_second_request(after=0)
+
+    async with server(handler) as (pool, connections):
+        await body_of(await post(pool, b"1"))
+        answer = await post(pool, b"2")
+
+        assert await body_of(answer) == b"ok"
+    assert seen == [b"POST 1", b"POST 2", b"POST 2"]
+    assert len(connections) == 2
+
+
+async def test_a_post_dropped_after_a_while_is_not_sent_twice() -> None:
+    # The server may have begun generating: sending it again could run the
+    # whole generation a second time.
+    handler, seen = drops_second_request(after=0.3)
+
+    async with server(handler) as (pool, _):
+        await body_of(await post(pool, b"1"))
+        with pytest.raises(UpstreamClosed):
+            await post(pool, b"2")
+
+    assert seen == [b"POST 1", b"POST 2"]
+
+
+async def test_a_get_dropped_after_a_while_is_sent_again() -> None:
+    handler, seen = drops_second_request(after=0.3)
+
+    async with server(handler) as (pool, _):
+        await body_of(await pool.request("GET", "/v1/models", [], b"", False))
+        answer = await pool.request("GET", "/v1/models", [], b"", False)
+
+        assert await body_of(answer) == b"ok"
+    assert seen == [b"GET ", b"GET ", b"GET "]
+
+
+async def test_a_second_answer_in_the_same_read_spoils_the_first() -> None:
+    async def two(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(JSON % 2 + b"ok" + b"HTTP/1.1 500 X\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    async with server(two) as (pool, _):
+        with pytest.raises(UpstreamInvalid, match="another answer began"):
+            await body_of(await post(pool, b"{}"))
+        assert not pool.open
+        assert not pool.idle
 
 
 async def test_silence_before_the_head_is_a_timeout() -> None:

@@ -54,6 +54,11 @@ HOP_BY_HOP = frozenset(
     }
 )
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# A POST is sent again on a new connection only when the reused one failed
+# this soon: a server that closed it while idle resets it at once, while a
+# server that took the request and then died may have begun generating.
+STALE_SECONDS = 0.1
 
 
 class UpstreamClosed(ConnectionError):
@@ -62,6 +67,10 @@ class UpstreamClosed(ConnectionError):
 
 class UpstreamInvalid(Exception):
     """The server's bytes are not a valid HTTP/1.1 answer."""
+
+
+class AfterTheEnd(Exception):
+    """Bytes came after the end of a complete answer, in the same read."""
 
 
 class Answer:
@@ -205,7 +214,9 @@ class Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as error:
-            # Junk after a complete answer in the same read spoils it too.
+            # Junk after a complete answer in the same read spoils it too: a
+            # body longer than its Content-Length, or a second answer nobody
+            # asked for, means the two ends disagree on where answers end.
             self._fail(UpstreamInvalid(_parser_cause(error)))
             self.abort()
         except httptools.HttpParserUpgrade:
@@ -237,6 +248,11 @@ class Connection(asyncio.Protocol):
         answer._wake()
 
     # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self.message_done:
+            # Without this, llhttp would parse the next answer into this one.
+            raise AfterTheEnd
 
     def on_status(self, status: bytes) -> None:
         assert self.answer is not None
@@ -390,16 +406,19 @@ class Pool:
         """Send a request; return the answer once its status and headers are in.
 
         A request sent on a kept-alive connection that the server closed
-        meanwhile (no byte came back) is sent once more on a new connection.
+        meanwhile (no byte came back) is sent once more on a new connection:
+        any method within STALE_SECONDS of sending it, an idempotent one later.
         """
         head = request_head(method, target, headers, self.host_header, body, has_body)
         head_only = method == "HEAD"
+        window = float("inf") if method in IDEMPOTENT_METHODS else STALE_SECONDS
         connection, reused = await self._acquire()
-        answer = await self._exchange(connection, head, body, head_only, reused)
+        retry_within = window if reused else 0.0
+        answer = await self._exchange(connection, head, body, head_only, retry_within)
         if answer is not None:
             return answer
         connection, _ = await self._connect()
-        answer = await self._exchange(connection, head, body, head_only, False)
+        answer = await self._exchange(connection, head, body, head_only, 0.0)
         assert answer is not None
         return answer
 
@@ -427,15 +446,21 @@ class Pool:
         head: bytes,
         body: bytes,
         head_only: bool,
-        reused: bool,
+        retry_within: float,
     ) -> Answer | None:
-        """Send on `connection` and wait for the headers; None: resend."""
+        """Send on `connection` and wait for the headers.
+
+        None: the connection was closed with no byte back within
+        `retry_within` seconds of sending, so the request may be sent again.
+        """
         answer = connection.send(head, body, head_only)
+        sent = self.loop.time()
         try:
             while not answer._ready:
                 error = answer._error
                 if error is not None:
-                    stale = reused and not connection.got_bytes
+                    soon = self.loop.time() - sent < retry_within
+                    stale = soon and not connection.got_bytes
                     if stale and isinstance(error, UpstreamClosed):
                         return None
                     raise error
@@ -505,5 +530,7 @@ def request_head(
 
 def _parser_cause(error: BaseException) -> str:
     """llhttp's reason in a few words, without the bytes it choked on."""
+    if isinstance(error.__context__, AfterTheEnd):
+        return "another answer began"
     text = str(error) or type(error).__name__
     return text.split(":", 1)[0].strip()
