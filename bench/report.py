@@ -182,7 +182,7 @@ def workers_table(rows: list[Row], server_cores: str | None) -> str:
             number(row["p50_ms"], 2),
             number(row["p99_ms"], 2),
             number(row.get("target_cpu_us_per_req")),
-            number(row.get("x_one_worker"), 2) if "x_one_worker" in row else "1.00",
+            "1.00" if row["workers"] == 1 else number(row.get("x_one_worker"), 2),
         ]
         for row in rows
     ]

@@ -12,6 +12,7 @@ says what a second process costs there rather than what it gains.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -61,7 +62,8 @@ def first_answer_s(port: int, upstream: str, database: Path) -> float:
             raise RuntimeError(f"make run answered {status} to its first request")
         raise RuntimeError(f"make run did not answer within {START_LIMIT_S:.0f} s")
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # it may have exited
+            os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
 
 
