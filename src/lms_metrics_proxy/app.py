@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 
@@ -24,20 +26,26 @@ from lms_metrics_proxy.relay.proxy import Relay
 from lms_metrics_proxy.store.database import Database, open_database
 from lms_metrics_proxy.store.record import Record
 from lms_metrics_proxy.store.writer import Writer
+from lms_metrics_proxy.tasks import spawn
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# How often a worker of several leaves its metrics for the others; a scrape
+# may miss at most this much of the other workers' latest requests.
+SHARE_SECONDS = 1.0
+
 
 class Pieces:
     """The long-lived parts of one proxy process, started in order."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, share: Path | None = None) -> None:
         self.settings = settings
         self.database: Database | None = None
         self.writer: Writer | None = None
-        self.metrics = Metrics()
+        self.metrics = Metrics(share)
+        self.sharing: asyncio.Task[None] | None = None
         self.relay = Relay(settings, self.observe)
 
     def observe(self, record: Record, tracked: bool) -> None:
@@ -52,18 +60,33 @@ class Pieces:
         self.writer = Writer(self.database, max_rows=self.settings.queue_max_rows)
         await self.writer.start()
         await self.relay.start()
+        if self.metrics.share is not None:
+            self.sharing = spawn(self.share_metrics(), "share-metrics")
 
     async def stop(self) -> None:
         await self.relay.stop()
+        if self.sharing is not None:
+            self.sharing.cancel()
+            self.metrics.dump()  # the last requests count after this worker
         if self.writer is not None:
             await self.writer.stop()
         if self.database is not None:
             await self.database.close()
 
+    async def share_metrics(self) -> None:
+        """Leave this worker's metric sums for the others every second."""
+        while True:
+            self.metrics.dump()
+            await asyncio.sleep(SHARE_SECONDS)
 
-def build_app(settings: Settings) -> web.Application:
-    """Return the aiohttp application: statistics routes, then the relay."""
-    pieces = Pieces(settings)
+
+def build_app(settings: Settings, share: Path | None = None) -> web.Application:
+    """Return the aiohttp application: statistics routes, then the relay.
+
+    `share`: the folder where the workers of `serve --workers N` add up
+    their metrics (None for a single process).
+    """
+    pieces = Pieces(settings, share)
     app = web.Application(client_max_size=settings.max_request_bytes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -92,7 +115,11 @@ def metrics_view(metrics: Metrics) -> Handler:
     return view
 
 
-async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
+async def serve(
+    settings: Settings,
+    sock: socket.socket | None = None,
+    share: Path | None = None,
+) -> None:
     """Run the proxy until SIGTERM or SIGINT, then shut down gracefully."""
     logger.info(
         "Starting token counter proxy on port %s with LM Studio at %s",
@@ -106,7 +133,7 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
             settings.host,
         )
     runner = web.AppRunner(
-        build_app(settings),
+        build_app(settings, share),
         access_log=None,
         handler_cancellation=True,
         auto_decompress=False,
@@ -119,7 +146,12 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     except OSError:
         await runner.cleanup()
         raise
-    logger.info("Proxy server listening on %s:%s", settings.host, settings.port)
+    logger.info(
+        "Proxy server listening on %s:%s pid=%s",
+        settings.host,
+        settings.port,
+        os.getpid(),
+    )
     await _wait_for_signal()
     logger.info("Shutting down: finishing requests in flight and writing pending rows")
     await runner.cleanup()

@@ -14,10 +14,13 @@ import logging.config
 import multiprocessing
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -187,12 +190,15 @@ def serve_command(**flags: Any) -> None:
         run_one(settings)
 
 
-def run_one(settings: Settings) -> None:
-    """Run a single proxy process until it is told to stop."""
+def run_one(settings: Settings, share: Path | None = None) -> None:
+    """Run a single proxy process until it is told to stop.
+
+    `share`: the folder where workers add up their metrics, when several run.
+    """
     from lms_metrics_proxy.app import serve
 
     try:
-        _run(serve(settings))
+        _run(serve(settings, share=share))
     except StoreError as error:
         fail(str(error))
     except OSError as error:
@@ -207,9 +213,10 @@ def run_workers(settings: Settings) -> None:
     """Run `settings.workers` processes sharing one port (SO_REUSEPORT)."""
     # Migrate once here, so that the workers do not race to do it.
     _run(_with_database(settings, lambda database: _noop()))
+    share = Path(tempfile.mkdtemp(prefix="lms-metrics-proxy-"))
     context = multiprocessing.get_context("spawn")
     workers = [
-        context.Process(target=_worker_main, args=(settings,), name=f"worker-{n}")
+        context.Process(target=_worker_main, args=(settings, share), name=f"worker-{n}")
         for n in range(settings.workers)
     ]
     for worker in workers:
@@ -226,6 +233,7 @@ def run_workers(settings: Settings) -> None:
     for worker in workers:
         worker.join()
         codes.append(worker.exitcode or 0)
+    shutil.rmtree(share, ignore_errors=True)
     sys.exit(max(codes))
 
 
@@ -234,9 +242,9 @@ def _interrupt(worker: multiprocessing.process.BaseProcess) -> None:
         os.kill(worker.pid, signal.SIGINT)
 
 
-def _worker_main(settings: Settings) -> None:
+def _worker_main(settings: Settings, share: Path) -> None:
     configure_logging(settings.log_level)
-    run_one(settings)
+    run_one(settings, share)
 
 
 def _run(coro: Any) -> None:

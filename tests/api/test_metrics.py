@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client.parser import text_string_to_metric_families
 from tests.store.helpers import make_record
 
@@ -71,3 +73,28 @@ def test_time_to_first_token_is_by_model_and_odd_paths_fold_into_other() -> None
     assert found[ttft] == 1
     other = (("endpoint", "other"), ("method", "POST"), ("model", ""))
     assert found[("lms_proxy_requests_total", (*other, ("status", "200")))] == 1
+
+
+def test_workers_sharing_a_folder_each_scrape_the_sum_of_all(tmp_path: Path) -> None:
+    first, second = Metrics(tmp_path, "a"), Metrics(tmp_path, "b")
+    first.observe(make_record(duration_ms=20, output_tokens=5))
+    second.observe(make_record(duration_ms=700, output_tokens=7))
+    second.observe(make_record(duration_ms=700, output_tokens=1, model="other"))
+    (tmp_path / "c.json").write_text("{half a file")  # a worker mid-start
+    first.dump()
+    second.dump()
+    first.observe(make_record(duration_ms=20, output_tokens=2))  # not dumped yet
+
+    seen_by_first, seen_by_second = samples(first), samples(second)
+
+    ok = (("endpoint", "/v1/chat/completions"), ("method", "POST"))
+    ok += (("model", "qwen3-8b"), ("status", "200"))
+    out = (("direction", "output"), ("model", "qwen3-8b"), ("source", "upstream"))
+    chat = (("endpoint", "/v1/chat/completions"),)
+    seconds = "lms_proxy_request_duration_seconds"
+    assert seen_by_first[("lms_proxy_requests_total", ok)] == 3  # its live 2 + 1
+    assert seen_by_second[("lms_proxy_requests_total", ok)] == 2  # 1 + 1 dumped
+    assert seen_by_first[("lms_proxy_tokens_total", out)] == 5 + 7 + 2
+    assert seen_by_first[(f"{seconds}_bucket", (*chat, ("le", "0.05")))] == 2
+    assert seen_by_first[(f"{seconds}_count", chat)] == 4
+    assert seen_by_first[(f"{seconds}_sum", chat)] == 1.44

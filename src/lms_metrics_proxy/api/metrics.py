@@ -2,6 +2,9 @@
 
 Counted in memory per process from the same Records the writer stores (plus
 GET, HEAD and OPTIONS requests, which get no row); served at `/metrics`.
+With `serve --workers N`, a scrape reaches one worker of N, so each worker
+writes its sums to a shared folder every second and a scrape adds the other
+workers' files to its own live sums: totals stay whole and never go down.
 
 Counting runs once per request on the relay's event loop, so it is plain
 dictionary arithmetic; prometheus_client only comes in at scrape time, through
@@ -12,10 +15,15 @@ and Histogram classes lock and validate on every increment, which cost about
 
 from __future__ import annotations
 
+import logging
+import os
 from bisect import bisect_left
 from collections.abc import Iterator
 from itertools import accumulate
+from pathlib import Path
+from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -32,6 +40,9 @@ DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 Labels = tuple[str, ...]
+Series = dict[Labels, tuple[list[int], list[float]]]
+
+logger = logging.getLogger(__name__)
 
 
 class Histogram:
@@ -41,7 +52,7 @@ class Histogram:
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
-        self.series: dict[Labels, tuple[list[int], list[float]]] = {}
+        self.series: Series = {}
 
     def observe(self, labels: Labels, value: float) -> None:
         """Count `value` in the first bucket whose upper bound holds it."""
@@ -51,12 +62,25 @@ class Histogram:
         entry[0][bisect_left(self.bounds, value)] += 1
         entry[1][0] += value
 
-    def family(self, name: str, documentation: str, names: Labels) -> Metric:
-        """Return the series as one histogram family, buckets cumulative."""
+    def merged(self, others: list[Series]) -> Series:
+        """Return these series with the others' counts and sums added."""
+        series = {labels: (list(c), list(t)) for labels, (c, t) in self.series.items()}
+        for other in others:
+            for labels, (counts, total) in other.items():
+                mine = series.setdefault(labels, ([0] * len(counts), [0.0]))
+                for index, count in enumerate(counts):
+                    mine[0][index] += count
+                mine[1][0] += total[0]
+        return series
+
+    def family(
+        self, name: str, documentation: str, names: Labels, series: Series
+    ) -> Metric:
+        """Return `series` as one histogram family, buckets cumulative."""
         family = HistogramMetricFamily(name, documentation, labels=names)
         # "0.01", "1.0", "+Inf": how prometheus_client writes `le` itself.
         edges = [repr(float(bound)) for bound in self.bounds] + ["+Inf"]
-        for labels, (counts, total) in sorted(self.series.items()):
+        for labels, (counts, total) in sorted(series.items()):
             buckets = list(zip(edges, accumulate(counts), strict=True))
             family.add_metric(labels, buckets, total[0])
         return family
@@ -65,7 +89,12 @@ class Histogram:
 class Metrics:
     """Counters and histograms of proxied requests, in a registry of their own."""
 
-    def __init__(self) -> None:
+    def __init__(self, share: Path | None = None, worker: str | None = None) -> None:
+        # Where the workers of one `serve --workers N` leave their sums, each
+        # in a file of its own (named by its process id unless told).
+        self.share = share
+        name = worker or str(os.getpid())
+        self.own_file = share / f"{name}.json" if share else None
         # (method, endpoint, model, status) -> requests
         self.requests: dict[Labels, int] = {}
         # (endpoint, model) -> requests that ended in an error
@@ -96,34 +125,78 @@ class Metrics:
 
     def collect(self) -> Iterator[Metric]:
         """Yield every metric family; prometheus_client calls this on a scrape."""
+        others = self._other_workers()
         yield _counter(
             "lms_proxy_requests",
             "Requests relayed to the model server",
             ("method", "endpoint", "model", "status"),
-            self.requests,
+            _sum(self.requests, [other["requests"] for other in others]),
         )
         yield _counter(
             "lms_proxy_request_errors",
             "Relayed requests that ended in an error",
             ("endpoint", "model"),
-            self.errors,
+            _sum(self.errors, [other["errors"] for other in others]),
         )
         yield _counter(
             "lms_proxy_tokens",
             "Tokens counted, by direction and by where the count came from",
             ("model", "direction", "source"),
-            self.tokens,
+            _sum(self.tokens, [other["tokens"] for other in others]),
         )
         yield self.duration.family(
             "lms_proxy_request_duration_seconds",
             "Time from request to last byte",
             ("endpoint",),
+            self.duration.merged([other["duration"] for other in others]),
         )
         yield self.ttft.family(
             "lms_proxy_time_to_first_token_seconds",
             "Time from request to the first generated content",
             ("model",),
+            self.ttft.merged([other["ttft"] for other in others]),
         )
+
+    def dump(self) -> None:
+        """Write this worker's sums to the shared folder (no-op without one)."""
+        if self.own_file is None:
+            return
+        state = {
+            "requests": list(self.requests.items()),
+            "errors": list(self.errors.items()),
+            "tokens": list(self.tokens.items()),
+            "duration": list(self.duration.series.items()),
+            "ttft": list(self.ttft.series.items()),
+        }
+        draft = self.own_file.with_suffix(".tmp")
+        try:
+            draft.write_bytes(orjson.dumps(state))
+            os.replace(draft, self.own_file)  # readers never see half a file
+        except OSError as error:
+            logger.warning(
+                "Could not share metrics with the other workers path=%s cause=%s",
+                self.own_file,
+                error,
+            )
+
+    def _other_workers(self) -> list[dict[str, Any]]:
+        if self.share is None:
+            return []
+        found = []
+        for path in sorted(self.share.glob("*.json")):
+            if path == self.own_file:
+                continue
+            try:
+                state = orjson.loads(path.read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                continue  # a worker that has just started or is writing
+            found.append(
+                {
+                    name: {tuple(key): value for key, value in state[name]}
+                    for name in state
+                }
+            )
+        return found
 
     def render(self) -> bytes:
         """Return the metrics in Prometheus' text format."""
@@ -132,6 +205,14 @@ class Metrics:
 
 def _add(counts: dict[Labels, int], labels: Labels, amount: int = 1) -> None:
     counts[labels] = counts.get(labels, 0) + amount
+
+
+def _sum(own: dict[Labels, int], others: list[dict[Labels, int]]) -> dict[Labels, int]:
+    total = dict(own)
+    for other in others:
+        for labels, value in other.items():
+            _add(total, labels, value)
+    return total
 
 
 def _counter(
