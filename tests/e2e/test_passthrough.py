@@ -188,7 +188,7 @@ def test_unreachable_server_gives_502_and_a_row(tmp_path: Path) -> None:
             proxy.url,
             "POST",
             "/v1/chat/completions",
-            b'{"model": "m"}',
+            b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}',
             {"X-Client-Name": "dead", "Content-Type": "application/json"},
         )
         row = proxy.row("dead")
@@ -206,6 +206,8 @@ def test_unreachable_server_gives_502_and_a_row(tmp_path: Path) -> None:
     )
     assert row["http_status"] == 502
     assert row["is_error"] is True
+    # The prompt never reached a model: no tokens to estimate.
+    assert (row["input_tokens"], row["usage_source"]) == (None, "none")
 
 
 def test_server_silent_before_headers_gives_504(

@@ -20,6 +20,7 @@ from lms_metrics_proxy.relay.upstream import (
     Answer,
     Pool,
     UpstreamClosed,
+    Unreachable,
     UpstreamInvalid,
     request_head,
 )
@@ -409,15 +410,17 @@ async def test_bytes_that_are_not_http_are_invalid() -> None:
             await post(pool, b"{}")
 
 
-async def test_a_refused_connection_is_an_os_error() -> None:
+async def test_a_refused_connection_is_unreachable() -> None:
     listener = await asyncio.start_server(echo_forever, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
     listener.close()
     await listener.wait_closed()
     pool = Pool(URL(f"http://127.0.0.1:{port}"), connect_timeout=2, read_timeout=1)
 
-    with pytest.raises(ConnectionRefusedError):
+    with pytest.raises(Unreachable) as raised:
         await post(pool, b"{}")
+
+    assert isinstance(raised.value.__cause__, ConnectionRefusedError)
 
 
 async def test_a_slow_reader_pauses_the_server_instead_of_buffering_its_body() -> None:

@@ -39,7 +39,9 @@ from lms_metrics_proxy.relay.recorder import (
 from lms_metrics_proxy.relay.tokenize import ServerTokenizer
 from lms_metrics_proxy.relay.upstream import (
     Answer,
+    ConnectTimeout,
     Pool,
+    Unreachable,
     UpstreamInvalid,
 )
 from lms_metrics_proxy.store.record import Record
@@ -175,6 +177,9 @@ class Relay:
             except UpstreamError as error:
                 outcome.status = error.status
                 outcome.proxy_error = str(error)
+                # Nothing was sent: no prompt tokens to estimate.
+                never_sent = isinstance(error.__cause__, (Unreachable, ConnectTimeout))
+                outcome.reached_server = not never_sent
                 logger.warning(
                     "Model server failed status=%s path=%s cause=%s",
                     error.status,
@@ -312,7 +317,7 @@ class Relay:
     def _finish(self, exchange: Exchange, timeline: Timeline, outcome: Outcome) -> None:
         timeline.end = asyncio.get_running_loop().time()
         usage = outcome.usage
-        if needs_estimate(exchange, usage):
+        if outcome.reached_server and needs_estimate(exchange, usage):
             # Tokenizing can take milliseconds: do it on a thread, after the
             # client already has its answer.
             task = spawn(self._estimate(exchange, usage, timeline, outcome), "estimate")

@@ -38,6 +38,7 @@ class Outcome:
     client: str | None = None
     cut_short: bool = False
     cancelled: bool = False
+    reached_server: bool = True  # False: no connection to the server opened
     proxy_error: str | None = None
     usage: Usage = field(default_factory=Usage)
 

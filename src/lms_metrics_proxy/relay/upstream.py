@@ -8,9 +8,11 @@ write, the answer parsed by llhttp (httptools) and handed on chunk by chunk,
 with back-pressure when the client reads slowly. No redirects, cookies,
 decompression, proxies or authentication: bytes go through as they came.
 
-Errors: `TimeoutError` when the server is silent for `read_timeout` (or does
-not accept within `connect_timeout`), `UpstreamClosed` when the connection
-ends before the answer does, `UpstreamInvalid` when the answer is not HTTP.
+Errors: `TimeoutError` when the server is silent for `read_timeout`
+(`ConnectTimeout` when it does not accept within `connect_timeout`),
+`Unreachable` when no connection can be opened, `UpstreamClosed` when the
+connection ends before the answer does, `UpstreamInvalid` when the answer is
+not HTTP. The two connect errors mean the request never left the proxy.
 """
 
 from __future__ import annotations
@@ -67,6 +69,14 @@ class UpstreamClosed(ConnectionError):
 
 class UpstreamInvalid(Exception):
     """The server's bytes are not a valid HTTP/1.1 answer."""
+
+
+class Unreachable(ConnectionError):
+    """No connection to the server could be opened: the request never left."""
+
+
+class ConnectTimeout(TimeoutError):
+    """The server did not accept a connection in time: the request never left."""
 
 
 class AfterTheEnd(Exception):
@@ -482,10 +492,17 @@ class Pool:
         return await self._connect()
 
     async def _connect(self) -> tuple[Connection, bool]:
-        async with asyncio.timeout(self.connect_timeout):
-            _, connection = await self.loop.create_connection(
-                lambda: Connection(self), self.host, self.port, ssl=self.ssl
-            )
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, connection = await self.loop.create_connection(
+                    lambda: Connection(self), self.host, self.port, ssl=self.ssl
+                )
+        except TimeoutError as error:
+            raise ConnectTimeout(
+                f"no connection within {self.connect_timeout:g} s"
+            ) from error
+        except OSError as error:
+            raise Unreachable(str(error) or type(error).__name__) from error
         self.open.add(connection)
         if self.sweeper is None:
             self.sweeper = self.loop.call_later(self.sweep_every, self._sweep)
