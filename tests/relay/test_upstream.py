@@ -19,8 +19,8 @@ from lms_metrics_proxy.relay.upstream import (
     HIGH_WATER,
     Answer,
     Pool,
-    UpstreamClosed,
     Unreachable,
+    UpstreamClosed,
     UpstreamInvalid,
     request_head,
 )
