@@ -288,7 +288,10 @@ def openapi_document() -> Schema:
         "info": {
             "title": "LMS Metrics Proxy statistics",
             "version": __version__,
-            "description": "Token usage recorded by the proxy (SPEC §4).",
+            "description": (
+                "Token usage recorded by the proxy: totals, per model, "
+                "per client, over time, and each request."
+            ),
         },
         "paths": paths(),
         "components": {
