@@ -403,8 +403,11 @@
     const first = times[0];
     const last = times[times.length - 1];
     // One point alone stretches the time axis over years: show its empty
-    // neighbours too.
-    if (times.length === 1) times = [first - step, first, first + step];
+    // neighbours too, but not a bucket that has not begun yet.
+    if (times.length === 1) {
+      times = [first - step, first];
+      if (first + step <= Date.now() / 1000) times.push(first + step);
+    }
     else if ((last - first) / step < MAX_FILLED_POINTS) {
       times = [];
       for (let t = first; t <= last; t += step) times.push(t);
