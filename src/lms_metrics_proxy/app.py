@@ -80,6 +80,9 @@ class Pieces:
             await asyncio.sleep(SHARE_SECONDS)
 
 
+PIECES = web.AppKey("pieces", Pieces)
+
+
 def build_app(settings: Settings, share: Path | None = None) -> web.Application:
     """Return the aiohttp application: statistics routes, then the relay.
 
@@ -101,6 +104,7 @@ def build_app(settings: Settings, share: Path | None = None) -> web.Application:
         "/metrics", guard(metrics_view(pieces.metrics), settings.stats_token)
     )
     app.router.add_route("*", "/{tail:.*}", pieces.relay.handle)
+    app[PIECES] = pieces
     return app
 
 
@@ -153,9 +157,35 @@ async def serve(
         os.getpid(),
     )
     await _wait_for_signal()
-    logger.info("Shutting down: finishing requests in flight and writing pending rows")
-    await runner.cleanup()
+    await _shut_down(runner, settings)
     logger.info("Stopped")
+
+
+async def _shut_down(runner: web.AppRunner, settings: Settings) -> None:
+    """Let requests in flight finish within the grace period; a second
+    signal cuts them at once. Either way every pending row is written."""
+    relay = runner.app[PIECES].relay
+    relay.stopping = True
+    logger.info(
+        "Shutting down: finishing %s requests in flight (up to %g s, "
+        "SHUTDOWN_GRACE), then writing pending rows; press Ctrl-C again to "
+        "cut them now",
+        relay.in_flight,
+        settings.shutdown_grace,
+    )
+
+    def cut() -> None:
+        logger.warning("Cutting %s requests in flight now", relay.in_flight)
+        for connection in runner.server.connections if runner.server else ():
+            connection.force_close()
+
+    _on_signal(cut)
+    await runner.cleanup()
+    if relay.cut_at_shutdown:
+        logger.warning(
+            "Shutdown cut %s requests short; their rows say finish_reason=cancelled",
+            relay.cut_at_shutdown,
+        )
 
 
 def _site(
@@ -173,9 +203,14 @@ def _site(
 
 
 async def _wait_for_signal() -> None:
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    _on_signal(stop.set)
+    await stop.wait()
+
+
+def _on_signal(callback: Callable[[], None]) -> None:
+    """Call `callback` on SIGINT or SIGTERM (replacing any earlier handler)."""
+    loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+            loop.add_signal_handler(signum, callback)

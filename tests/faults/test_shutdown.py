@@ -159,6 +159,52 @@ def test_requests_past_the_grace_period_are_cut_and_still_recorded(
     assert stopped < 8
     assert len(rows) == 5
     assert {row["finish_reason"] for row in rows} == {"cancelled"}
+    assert "Shutdown cut 5 requests short" in proxy.log_text()
+
+
+def test_a_second_ctrl_c_cuts_the_requests_in_flight_at_once(
+    tmp_path: Path, model: ModelServer
+) -> None:
+    proxy = start_proxy(
+        tmp_path, model.url, {"SHUTDOWN_GRACE": "30", "LOG_LEVEL": "info"}
+    )
+    prefix = unique("second-signal")
+
+    async def stop_twice() -> tuple[list[tuple[int, bytes, bool]], float]:
+        async with aiohttp.ClientSession() as session:
+            tasks = [
+                asyncio.ensure_future(
+                    stream(session, proxy.url, f"{prefix}-{n}", 40, 250)
+                )
+                for n in range(3)
+            ]
+            await asyncio.to_thread(
+                wait_until,
+                lambda: sum(name.startswith(prefix) for name in list(model.seen)) == 3,
+                30,
+                "3 streams under way",
+            )
+            proxy.process.send_signal(signal.SIGINT)
+            await asyncio.sleep(0.5)
+            proxy.process.send_signal(signal.SIGINT)
+            signalled = time.monotonic()
+            return await asyncio.gather(*tasks), signalled
+
+    results, signalled = asyncio.run(stop_twice())
+    code = proxy.process.wait(30)
+    stopped = time.monotonic() - signalled
+    rows = rows_of(proxy.database, prefix)
+    log = proxy.log_text()
+
+    assert [done for _, _, done in results] == [False] * 3
+    assert code == 0
+    assert stopped < 5  # the streams had 10 s to go, the grace 30 s
+    assert {row["finish_reason"] for row in rows} == {"cancelled"}
+    assert len(rows) == 3
+    assert "finishing 3 requests in flight" in log
+    assert "press Ctrl-C again" in log
+    assert "Cutting 3 requests in flight now" in log
+    assert "Shutdown cut 3 requests short" in log
 
 
 def test_kill_9_loses_at_most_the_rows_still_queued(

@@ -88,6 +88,9 @@ class Relay:
         self.session: aiohttp.ClientSession | None = None
         self.estimating: set[asyncio.Task[None]] = set()
         self.server_tokenizer = ServerTokenizer(self.upstream)
+        self.in_flight = 0  # requests being relayed now
+        self.stopping = False  # set when shutdown begins
+        self.cut_at_shutdown = 0  # requests cancelled once it had begun
 
     async def start(self) -> None:
         """Open the pooled upstream connections."""
@@ -123,6 +126,17 @@ class Relay:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Relay one request; the aiohttp handler for every proxied path."""
+        self.in_flight += 1
+        try:
+            return await self._handle(request)
+        except asyncio.CancelledError:
+            if self.stopping:
+                self.cut_at_shutdown += 1
+            raise
+        finally:
+            self.in_flight -= 1
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         timeline = Timeline(
             wall_start=now_utc(), start=asyncio.get_running_loop().time()
         )
