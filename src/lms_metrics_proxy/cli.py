@@ -219,16 +219,19 @@ def run_workers(settings: Settings) -> None:
         context.Process(target=_worker_main, args=(settings, share), name=f"worker-{n}")
         for n in range(settings.workers)
     ]
-    for worker in workers:
-        worker.start()
 
     def forward(signum: int, _frame: object) -> None:
         for worker in workers:
             if worker.pid is not None and worker.is_alive():
-                worker.terminate() if signum == signal.SIGTERM else _interrupt(worker)
+                worker.terminate() if signum != signal.SIGINT else _interrupt(worker)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    # Before the workers start: they have process groups of their own (see
+    # _worker_main), so signals reach them only through this process. A
+    # closed terminal (SIGHUP) is passed on as SIGTERM.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    for worker in workers:
+        worker.start()
     codes = []
     for worker in workers:
         worker.join()
@@ -243,6 +246,10 @@ def _interrupt(worker: multiprocessing.process.BaseProcess) -> None:
 
 
 def _worker_main(settings: Settings, share: Path) -> None:
+    # A group of its own: Ctrl-C in a terminal signals the whole foreground
+    # group, and a worker that got it both from there and from the parent
+    # would take it as the second Ctrl-C, which cuts requests in flight.
+    os.setpgrp()
     configure_logging(settings.log_level)
     run_one(settings, share)
 
