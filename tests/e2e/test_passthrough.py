@@ -285,3 +285,42 @@ def test_body_over_the_limit_gets_413_and_is_not_forwarded(
     assert "MAX_REQUEST_BYTES" in json.loads(data)["error"]["message"]
     assert upstream.received() == []
     assert row["http_status"] == 413
+
+
+def test_a_client_waiting_for_100_continue_gets_it_and_its_body_through(
+    proxy: Proxy, upstream: Upstream
+) -> None:
+    name = unique("expect")
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": name}]})
+    parts = urlsplit(proxy.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+            b"X-Replay: lmstudio-chat-nonstream.json\r\n"
+            b"X-Client-Name: %s\r\nContent-Length: %d\r\n\r\n"
+            % (name.encode(), len(body))
+        )
+        interim = sock.recv(4096)  # the body goes only after the go-ahead
+        sock.sendall(body.encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+
+    assert interim.startswith(b"HTTP/1.1 100 Continue\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert proxy.row(name)["prompt"].find(name) >= 0
+    sent = base64.b64decode(upstream.received()[-1]["body"])
+    assert json.loads(sent)["messages"][0]["content"] == name
+
+
+@pytest.mark.parametrize("path", ["/statsfoo", "/stats-of-the-server", "/healthz"])
+def test_paths_that_only_start_like_the_proxys_own_are_forwarded(
+    proxy: Proxy, upstream: Upstream, path: str
+) -> None:
+    status, _, _ = request(
+        proxy.url, "GET", path, headers={"X-Replay": "lmstudio-chat-nonstream.json"}
+    )
+
+    assert status == 200
+    assert upstream.received()[-1]["path"] == path
