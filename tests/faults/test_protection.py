@@ -179,6 +179,23 @@ def test_planted_key_is_never_stored_or_logged(
     assert "sk-planted" not in private.log_text()
 
 
+@pytest.mark.parametrize("pieces", [1, 5], ids=["one-write", "five-writes"])
+def test_a_chunked_body_over_the_limit_is_refused_and_recorded(
+    private: Proxy, model: ModelServer, pieces: int
+) -> None:
+    name = unique(f"chunked-{pieces}")
+    body = [b"x" * (5000 // pieces)] * pieces  # MAX_REQUEST_BYTES is 4096
+
+    answer = call(
+        private.url, name, body=body, headers={"Transfer-Encoding": "chunked"}
+    )
+    rows = settled_rows(private.database, name, 1)
+
+    assert answer.status == 413
+    assert rows == 1
+    assert name not in model.seen  # never forwarded
+
+
 def test_store_content_false_keeps_no_text_in_the_database(
     private: Proxy, model: ModelServer
 ) -> None:

@@ -222,9 +222,16 @@ class Relay:
             raise RequestTooLarge
         if not request.body_exists:
             return b""
+        content = request.content
+        if content.is_eof():
+            # The whole body came with the head, as most do: nothing to await.
+            body = content.read_nowait()
+            if len(body) > limit:
+                raise RequestTooLarge
+            return body
         parts: list[bytes] = []
         size = 0
-        async for chunk in request.content.iter_any():
+        async for chunk in content.iter_any():
             size += len(chunk)
             if size > limit:
                 raise RequestTooLarge
