@@ -235,7 +235,8 @@ class SlowReaders:
 
 
 def streams(model: ModelServer, prefix: str) -> list[Seen]:
-    return [seen for name, seen in list(model.seen.items()) if name.startswith(prefix)]
+    # A copy, taken in one step: the model server thread adds to `seen`.
+    return [seen for name, seen in model.seen.copy().items() if name.startswith(prefix)]
 
 
 def latencies(proxy: Proxy, prefix: str, seconds: float) -> list[float]:

@@ -97,7 +97,7 @@ async def stop_under_load(
         ]
         await asyncio.to_thread(
             wait_until,
-            lambda: sum(name.startswith(prefix) for name in list(model.seen)) == count,
+            lambda: sum(name.startswith(prefix) for name in model.seen.copy()) == count,
             30,
             f"{count} streams under way",
         )
@@ -180,7 +180,7 @@ def test_a_second_ctrl_c_cuts_the_requests_in_flight_at_once(
             ]
             await asyncio.to_thread(
                 wait_until,
-                lambda: sum(name.startswith(prefix) for name in list(model.seen)) == 3,
+                lambda: sum(name.startswith(prefix) for name in model.seen.copy()) == 3,
                 30,
                 "3 streams under way",
             )
