@@ -84,8 +84,10 @@ async def stop_under_load(
     count: int,
     events: int,
     delay_ms: int,
+    again_after: float | None = None,
 ) -> tuple[list[tuple[int, bytes, bool]], bool, float]:
-    """Start `count` streams, signal the proxy once all are under way."""
+    """Start `count` streams, signal the proxy once all are under way (and
+    once more `again_after` seconds later, if given)."""
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -102,6 +104,9 @@ async def stop_under_load(
             f"{count} streams under way",
         )
         proxy.process.send_signal(signum)
+        if again_after is not None:
+            await asyncio.sleep(again_after)
+            proxy.process.send_signal(signum)
         signalled = time.monotonic()
         await asyncio.sleep(0.3)
         refused = await asyncio.to_thread(is_refused, proxy)
@@ -170,32 +175,15 @@ def test_a_second_ctrl_c_cuts_the_requests_in_flight_at_once(
     )
     prefix = unique("second-signal")
 
-    async def stop_twice() -> tuple[list[tuple[int, bytes, bool]], float]:
-        async with aiohttp.ClientSession() as session:
-            tasks = [
-                asyncio.ensure_future(
-                    stream(session, proxy.url, f"{prefix}-{n}", 40, 250)
-                )
-                for n in range(3)
-            ]
-            await asyncio.to_thread(
-                wait_until,
-                lambda: sum(name.startswith(prefix) for name in model.seen.copy()) == 3,
-                30,
-                "3 streams under way",
-            )
-            proxy.process.send_signal(signal.SIGINT)
-            await asyncio.sleep(0.5)
-            proxy.process.send_signal(signal.SIGINT)
-            signalled = time.monotonic()
-            return await asyncio.gather(*tasks), signalled
-
-    results, signalled = asyncio.run(stop_twice())
+    results, refused, signalled = asyncio.run(
+        stop_under_load(proxy, model, signal.SIGINT, prefix, 3, 40, 250, 0.5)
+    )
     code = proxy.process.wait(30)
     stopped = time.monotonic() - signalled
     rows = rows_of(proxy.database, prefix)
     log = proxy.log_text()
 
+    assert refused
     assert [done for _, _, done in results] == [False] * 3
     assert code == 0
     assert stopped < 5  # the streams had 10 s to go, the grace 30 s
