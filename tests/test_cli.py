@@ -163,3 +163,19 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
 
     assert result.exit_code == 0, result.output
     assert (tmp_path / "new.db").exists()
+
+
+@pytest.mark.parametrize("command", ["stats", "recent", "export", "prune"])
+def test_reading_a_database_that_is_not_there_says_so_and_creates_none(
+    tmp_path: Path, command: str
+) -> None:
+    missing = tmp_path / "typo.db"
+    extra = ["--older-than", "1d", "--yes"] if command == "prune" else []
+
+    result = CliRunner().invoke(
+        cli, [command, "--database-url", f"sqlite:{missing}", *extra]
+    )
+
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: No database at {missing}")
+    assert not missing.exists()

@@ -277,12 +277,29 @@ async def _with_database(settings: Settings, work: Callable[[Any], Awaitable[T]]
         await database.close()
 
 
-def run_on_database(flags: dict[str, Any], work: Callable[[Any], Awaitable[T]]) -> T:
-    """Open the configured database (migrating it), run `work`, close it."""
+def run_on_database(
+    flags: dict[str, Any],
+    work: Callable[[Any], Awaitable[T]],
+    *,
+    create: bool = False,
+) -> T:
+    """Open the configured database (migrating it), run `work`, close it.
+
+    A SQLite file that does not exist is created only with `create`: the
+    commands that read rows would otherwise make an empty database at a
+    mistyped path and report zeros.
+    """
     try:
         settings = load_settings(overrides=flags)
     except ConfigError as error:
         fail(str(error))
+    path = settings.sqlite_path
+    if not create and path not in (None, ":memory:") and not os.path.exists(path):
+        fail(
+            f"No database at {path}: the proxy has recorded nothing there. "
+            "Run this where the proxy runs, or point DATABASE_URL "
+            "(--database-url) at the file it writes."
+        )
     configure_logging("warn" if settings.log_level == "info" else settings.log_level)
     try:
         return asyncio.run(_with_database(settings, work))
@@ -500,7 +517,7 @@ def db_group() -> None:
 @click.option("--database-url", help="sqlite:PATH or postgresql://… [DATABASE_URL].")
 def db_upgrade(**options: Any) -> None:
     """Apply every pending migration (serve does this at start-up too)."""
-    run_on_database(options, lambda db: _noop())
+    run_on_database(options, lambda db: _noop(), create=True)
     click.echo("Database is at the latest schema")
 
 
