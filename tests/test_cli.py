@@ -179,3 +179,20 @@ def test_reading_a_database_that_is_not_there_says_so_and_creates_none(
     assert result.exit_code == 2
     assert result.output.startswith(f"error: No database at {missing}")
     assert not missing.exists()
+
+
+@pytest.mark.parametrize("width", [80, 160])
+def test_recent_fits_the_terminal_and_cuts_no_name(
+    database_url: str, width: int
+) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["recent", "--database-url", database_url],
+        env={"COLUMNS": str(width)},
+    )
+
+    lines = result.output.splitlines()
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in lines) <= width
+    assert "…" not in result.output  # long names fold onto a second line
+    assert sum("cli-test" in line for line in lines) == 3

@@ -411,6 +411,7 @@ def show_stats(summary: dict[str, Any], models: list[dict[str, Any]]) -> None:
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 def recent_show(limit: int, **options: Any) -> None:
     """List the newest requests."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -418,24 +419,49 @@ def recent_show(limit: int, **options: Any) -> None:
 
     filters = make_filters(options)
     rows = run_on_database(options, lambda db: queries.recent(db, limit, filters))
-    table = Table(title=f"Last {limit} requests")
-    headings = (
-        "id",
-        "start_time",
-        "client",
-        "model",
-        "endpoint",
-        "input_tokens",
-        "output_tokens",
-        "duration_ms",
-        "http_status",
-        "usage_source",
+    # Narrow enough for 80 columns: no box lines, short headings, long names
+    # folded onto a second line rather than cut.
+    table = Table(
+        title=f"Last {limit} requests",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
     )
-    for heading in headings:
-        table.add_column(heading.replace("_", " "))
+    for heading, field, right in RECENT_COLUMNS:
+        table.add_column(
+            heading,
+            justify="right" if right else "left",
+            overflow="fold",
+            no_wrap=field in ("id", "start_time"),
+        )
     for row in rows["requests"]:
-        table.add_row(*("" if row[h] is None else str(row[h]) for h in headings))
+        table.add_row(*(recent_cell(row, field) for _, field, _ in RECENT_COLUMNS))
     Console().print(table)
+
+
+# heading, field of /stats/recent, right-aligned
+RECENT_COLUMNS = (
+    ("id", "id", True),
+    ("time (UTC)", "start_time", False),
+    ("client", "client", False),
+    ("model", "model", False),
+    ("endpoint", "endpoint", False),
+    ("in", "input_tokens", True),
+    ("out", "output_tokens", True),
+    ("ms", "duration_ms", True),
+    ("HTTP", "http_status", True),
+    ("usage", "usage_source", False),
+)
+
+
+def recent_cell(row: dict[str, Any], field: str) -> str:
+    """Return one cell of `recent`: times as `MM-DD HH:MM:SS`, None as blank."""
+    value = row[field]
+    if value is None:
+        return ""
+    if field == "start_time":
+        return str(value)[5:19].replace("T", " ")  # 2026-01-19T10:30:45Z
+    return str(value)
 
 
 @cli.command("export")
