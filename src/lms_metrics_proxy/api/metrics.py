@@ -40,7 +40,8 @@ DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 Labels = tuple[str, ...]
-Series = dict[Labels, tuple[list[int], list[float]]]
+# labels -> a count per bucket (the last is +Inf), then the sum of the values
+Series = dict[Labels, list[float]]
 
 logger = logging.getLogger(__name__)
 
@@ -58,19 +59,18 @@ class Histogram:
         """Count `value` in the first bucket whose upper bound holds it."""
         entry = self.series.get(labels)
         if entry is None:
-            entry = self.series[labels] = ([0] * (len(self.bounds) + 1), [0.0])
-        entry[0][bisect_left(self.bounds, value)] += 1
-        entry[1][0] += value
+            entry = self.series[labels] = [0] * (len(self.bounds) + 2)
+        entry[bisect_left(self.bounds, value)] += 1
+        entry[-1] += value
 
     def merged(self, others: list[Series]) -> Series:
         """Return these series with the others' counts and sums added."""
-        series = {labels: (list(c), list(t)) for labels, (c, t) in self.series.items()}
+        series = {labels: list(entry) for labels, entry in self.series.items()}
         for other in others:
-            for labels, (counts, total) in other.items():
-                mine = series.setdefault(labels, ([0] * len(counts), [0.0]))
-                for index, count in enumerate(counts):
-                    mine[0][index] += count
-                mine[1][0] += total[0]
+            for labels, entry in other.items():
+                mine = series.setdefault(labels, [0] * len(entry))
+                for index, value in enumerate(entry):
+                    mine[index] += value
         return series
 
     def family(
@@ -80,9 +80,9 @@ class Histogram:
         family = HistogramMetricFamily(name, documentation, labels=names)
         # "0.01", "1.0", "+Inf": how prometheus_client writes `le` itself.
         edges = [repr(float(bound)) for bound in self.bounds] + ["+Inf"]
-        for labels, (counts, total) in sorted(series.items()):
-            buckets = list(zip(edges, accumulate(counts), strict=True))
-            family.add_metric(labels, buckets, total[0])
+        for labels, entry in sorted(series.items()):
+            buckets = list(zip(edges, accumulate(entry[:-1]), strict=True))
+            family.add_metric(labels, buckets, entry[-1])
         return family
 
 

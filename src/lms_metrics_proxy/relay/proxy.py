@@ -175,38 +175,48 @@ class Relay:
         outcome: Outcome,
     ) -> web.StreamResponse:
         sent_body, injected = self._maybe_inject(body, exchange)
-        prefix = b""
-        upstream: Answer | None = None
         try:
-            try:
-                upstream = await self._open(request, sent_body)
-                if injected and upstream.status in (400, 422):
-                    # Inside the `finally`: a client leaving here must not
-                    # leave the connection open.
-                    prefix = await _read_some(upstream)
-                    if b"stream_options" in prefix:
-                        self._stop_injecting(upstream)
-                        injected, prefix, upstream = False, b"", None
-                        upstream = await self._open(request, body)
-            except UpstreamError as error:
-                outcome.status = error.status
-                outcome.proxy_error = str(error)
-                # Nothing was sent: no prompt tokens to estimate.
-                never_sent = isinstance(error.__cause__, (Unreachable, ConnectTimeout))
-                outcome.reached_server = not never_sent
-                logger.warning(
-                    "Model server failed status=%s path=%s cause=%s",
-                    error.status,
-                    exchange.endpoint,
-                    error,
-                )
-                return error_response(error)
+            upstream, injected, prefix = await self._open_checked(
+                request, body, sent_body, injected
+            )
+        except UpstreamError as error:
+            outcome.status = error.status
+            outcome.proxy_error = str(error)
+            # Nothing was sent: no prompt tokens to estimate.
+            never_sent = isinstance(error.__cause__, (Unreachable, ConnectTimeout))
+            outcome.reached_server = not never_sent
+            logger.warning(
+                "Model server failed status=%s path=%s cause=%s",
+                error.status,
+                exchange.endpoint,
+                error,
+            )
+            return error_response(error)
+        try:
             return await self._stream(
                 request, upstream, exchange, timeline, outcome, injected, prefix
             )
         finally:
-            if upstream is not None:
-                upstream.close()
+            upstream.close()
+
+    async def _open_checked(
+        self, request: web.Request, body: bytes, sent_body: bytes, injected: bool
+    ) -> tuple[Answer, bool, bytes]:
+        """Open the answer; if the server refused the stream_options the relay
+        added, open it again without. Return it, whether usage was injected,
+        and the body bytes already read from it."""
+        upstream = await self._open(request, sent_body)
+        if not (injected and upstream.status in (400, 422)):
+            return upstream, injected, b""
+        try:
+            prefix = await _read_some(upstream)
+        except BaseException:
+            upstream.close()  # a client leaving here must not leave it open
+            raise
+        if b"stream_options" not in prefix:
+            return upstream, True, prefix
+        self._stop_injecting(upstream)
+        return await self._open(request, body), False, b""
 
     def _maybe_inject(self, body: bytes, exchange: Exchange) -> tuple[bytes, bool]:
         if not (self.inject and exchange.can_inject):

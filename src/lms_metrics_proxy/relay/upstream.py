@@ -202,8 +202,7 @@ class Connection(asyncio.Protocol):
         self.headers: list[tuple[str, str]] = []
         self.until_eof = False
         self.paused = False
-        self.last_data = 0.0  # when the server last sent bytes (loop time)
-        self.waiting_since = 0.0  # when someone last began to wait for them
+        self.waiting_since = 0.0  # when the answer's reader last began to wait
         self.idle_since: float | None = None  # in the pool since then
         self.closed = False
 
@@ -220,7 +219,6 @@ class Connection(asyncio.Protocol):
             self.abort()
             return
         self.got_bytes = True
-        self.last_data = self.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as error:
@@ -318,7 +316,6 @@ class Connection(asyncio.Protocol):
         self.reusable = True
         self.headers = []
         self.until_eof = False
-        self.last_data = self.loop.time()
         if body:
             self.transport.writelines((head, body))
         else:
@@ -327,7 +324,6 @@ class Connection(asyncio.Protocol):
 
     def resume(self) -> None:
         self.paused = False
-        self.last_data = self.loop.time()
         if self.transport is not None and not self.closed:
             self.transport.resume_reading()
 
@@ -349,17 +345,21 @@ class Connection(asyncio.Protocol):
     def sweep(self, now: float) -> None:
         """Close the connection if it sat idle too long or its server went silent.
 
-        Silence counts from the server's last byte, or from when someone began
-        waiting if later: time spent writing to a slow client is not silence.
+        Silence is the time the answer's reader has waited with nothing come:
+        every byte wakes it, and it waits afresh after taking them, so time
+        spent writing to a slow client is not silence.
         """
         if self.idle_since is not None:
             if now - self.idle_since >= KEEPALIVE_SECONDS:
                 self.abort()
             return
         answer = self.answer
-        if answer is None or answer._waiter is None or self.paused:
-            return  # nobody waits for the server now
-        if now - max(self.last_data, self.waiting_since) < self.pool.read_timeout:
+        if answer is None or self.paused:
+            return  # no answer is being read from the server
+        waiter = answer._waiter
+        if waiter is None or waiter.done():
+            return  # nobody waits for the server, or bytes just came
+        if now - self.waiting_since < self.pool.read_timeout:
             return
         self._fail(TimeoutError("the model server sent nothing in time"))
         self.abort()
